@@ -1,0 +1,42 @@
+# The two commands a newcomer needs are `make up` and `make test`; each builds .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := protocol runtime connector controllers sdk
+LINTED := $(PACKAGES) tests loadtests examples
+
+.PHONY: up test lint typecheck contracts pytest proto bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up: $(STAMP)
+	$(BIN)/bobravoz up examples/stories/pipeline.yaml --duration 30
+
+test: lint typecheck contracts pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+typecheck: $(STAMP)
+	$(BIN)/mypy -p bobravoz
+
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+proto: $(STAMP)
+	$(BIN)/python -m bobravoz.protocol.codegen
+
+bench: $(STAMP)
+	$(BIN)/python -m loadtests.bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

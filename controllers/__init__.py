@@ -1,0 +1,1 @@
+"""Thin Kubernetes controllers that materialize a Story's transport topology."""

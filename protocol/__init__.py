@@ -1,0 +1,1 @@
+"""The ``transport.v1`` wire contract: protos, generated code, wire helpers, validation."""

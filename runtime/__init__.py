@@ -1,0 +1,1 @@
+"""Actors, supervisors, bounded channels, topology, the hub and the gRPC bridge."""

@@ -1,0 +1,205 @@
+"""The connector's upstream: one ``HubService.Process`` stream to the hub, kept alive.
+
+:class:`HubLink` owns two bounded channels that outlive any one connection: the *outbox*
+(engram packets waiting for the hub, as ``DataPacket`` bytes) and the *inbox* (hub packets
+waiting for the engram, as ``DataResponse`` bytes). :meth:`HubLink.run` connects with the
+binding headers, pumps both ways, and reconnects with exponential backoff and jitter when the
+hub goes away; a refusal that retrying cannot fix (bad headers, unknown step) ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Final, final
+
+import trio
+
+from bobravoz.connector.config import ConnectorConfig
+from bobravoz.protocol.packets import split_process_message, wrap_process_message
+from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
+from bobravoz.runtime.channel import BoundedChannel, ChannelLimits, DropReason
+from bobravoz.runtime.grpc_bridge import ClientStream, open_grpc_channel
+from bobravoz.runtime.hub import PROCESS_METHOD
+from bobravoz.runtime.metrics import BindingCounters, TransportMetrics
+from bobravoz.runtime.status import RemoteStatusError, StatusCode
+
+log = logging.getLogger(__name__)
+
+#: Refusals that no retry can fix: the connector stops and reports them.
+FATAL_CODES: Final = frozenset(
+    {
+        StatusCode.INVALID_ARGUMENT,
+        StatusCode.FAILED_PRECONDITION,
+        StatusCode.NOT_FOUND,
+        StatusCode.PERMISSION_DENIED,
+        StatusCode.UNAUTHENTICATED,
+        StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    """A change of the hub link that Control streams report to the engram."""
+
+    kind: str  # "ready" | "draining" | "cutover" | "error"
+    reason: str
+    message: str = ""
+
+
+@final
+class HubLink:
+    """The supervised upstream link of one connector (see the module docstring)."""
+
+    def __init__(self, config: ConnectorConfig, metrics: TransportMetrics) -> None:
+        self.config = config
+        self.counters: BindingCounters = metrics.binding(config.identity.key)
+        self._metrics = metrics
+        self.outbox: BoundedChannel[bytes] = BoundedChannel(
+            ChannelLimits(max_messages=config.outbox_messages, max_bytes=config.outbox_bytes),
+            name=f"{config.identity.key}:outbox",
+            on_drop=self._count_drop,
+        )
+        self.inbox: BoundedChannel[bytes] = BoundedChannel(
+            ChannelLimits(max_messages=config.inbox_messages, max_bytes=config.inbox_bytes),
+            name=f"{config.identity.key}:inbox",
+            on_drop=self._count_drop,
+        )
+        self.up = False
+        self.ever_up = False
+        self.fatal: str | None = None
+        self.changed = trio.Event()
+        self._listeners: set[trio.MemorySendChannel[LinkEvent]] = set()
+        metrics.depth_probes[f"{config.identity.key}:outbox"] = self._depth(self.outbox)
+        metrics.depth_probes[f"{config.identity.key}:inbox"] = self._depth(self.inbox)
+
+    @staticmethod
+    def _depth(channel: BoundedChannel[bytes]) -> object:
+        def probe() -> tuple[int, int]:
+            stats = channel.statistics()
+            return stats.depth, stats.depth_bytes
+
+        return probe
+
+    def _count_drop(self, reason: DropReason, item: bytes, size: int) -> None:
+        self.counters.dropped[str(reason)] += 1
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[LinkEvent]:
+        """A feed of link events for one Control stream (the 8 newest undelivered kept)."""
+        send, receive = trio.open_memory_channel[LinkEvent](8)
+        self._listeners.add(send)
+        return receive
+
+    def unsubscribe(self, feed: trio.MemoryReceiveChannel[LinkEvent]) -> None:
+        """Stop feeding the listener whose receive end is ``feed``."""
+        feed.close()
+
+    def _publish(self, event: LinkEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener.send_nowait(event)
+            except trio.WouldBlock:
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._listeners.discard(listener)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def wait_up(self) -> None:
+        """Return once the link is up; raise RuntimeError if it failed for good."""
+        while not self.up:
+            if self.fatal is not None:
+                raise RuntimeError(self.fatal)
+            await self.changed.wait()
+
+    async def run(self) -> None:
+        """Keep the link up until cancelled; return only after a fatal refusal (see ``fatal``)."""
+        failures = 0
+        backoff = self.config.reconnect_base
+        limit = self.config.max_reconnects
+        while True:
+            try:
+                async with (
+                    open_grpc_channel(self.config.hub) as channel,
+                    channel.open_stream(PROCESS_METHOD, self.config.identity.headers()) as stream,
+                ):
+                    failures, backoff = 0, self.config.reconnect_base
+                    await self._connected(stream)
+                reason = "hub_disconnected"
+            except RemoteStatusError as refusal:
+                if refusal.code in FATAL_CODES:
+                    self.fatal = f"hub refused the binding: {refusal.code.name}: {refusal.message}"
+                    log.error("%s", self.fatal)
+                    self._disconnected("hub_refused")
+                    self._publish(LinkEvent("error", "hub_refused", self.fatal))
+                    return
+                reason = f"hub_status_{refusal.code.name.lower()}"
+            except (trio.BrokenResourceError, OSError) as error:
+                reason = "hub_unreachable"
+                log.info("hub link to %s failed: %s", self.config.hub, error)
+            self._disconnected(reason)
+            failures += 1
+            if 0 <= limit < failures:
+                self.fatal = f"hub {self.config.hub} unreachable after {failures - 1} retries"
+                self._publish(LinkEvent("error", "retries_exhausted", self.fatal))
+                return
+            await trio.sleep(backoff * random.uniform(1.0, 1.5))
+            backoff = min(backoff * 2, self.config.reconnect_max)
+
+    async def _connected(self, stream: ClientStream) -> None:
+        first = not self.ever_up
+        self.up = self.ever_up = True
+        if not first:
+            self._metrics.reconnects += 1
+        log.info("hub link up to %s as %s", self.config.hub, self.config.identity.key)
+        self._publish(
+            LinkEvent("ready", "startup") if first else LinkEvent("cutover", "hub_reconnected")
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump_up, stream)
+            await self._pump_down(stream)
+            nursery.cancel_scope.cancel()
+
+    def _disconnected(self, reason: str) -> None:
+        if self.up:
+            self.up = False
+            self._publish(LinkEvent("draining", reason))
+
+    async def _pump_up(self, stream: ClientStream) -> None:
+        """Outbox to hub. Packets handed to a stream that then breaks are counted as lost."""
+        counters = self.counters
+        while True:
+            batch = await self.outbox.receive_batch()
+            try:
+                await stream.send_batch([wrap_process_message(packet) for packet in batch])
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                counters.dropped["link_broken"] += len(batch) + stream.outbound_depth()
+                return
+            counters.packets_out += len(batch)
+            counters.bytes_out += sum(len(packet) for packet in batch)
+
+    async def _pump_down(self, stream: ClientStream) -> None:
+        """Hub to inbox, converting ``DataPacket`` to the ``DataResponse`` layout as bytes."""
+        counters = self.counters
+        while True:
+            try:
+                batch = await stream.receive_batch()
+            except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
+                return
+            for raw in batch:
+                try:
+                    packet, _flow = split_process_message(raw)
+                    if packet is None:
+                        continue
+                    response = convert_layout(
+                        packet, PacketLayout.DATA_PACKET, PacketLayout.DATA_REQUEST
+                    )
+                except WireFormatError:
+                    counters.rejected["malformed"] += 1
+                    continue
+                counters.packets_in += 1
+                counters.bytes_in += len(response)
+                await self.inbox.send(response, len(response))

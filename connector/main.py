@@ -1,0 +1,104 @@
+"""``bobravoz connector``: run one connector sidecar from its environment until stopped."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+import trio
+from prometheus_client import CollectorRegistry
+
+from bobravoz.connector.config import ConnectorConfig, load_config
+from bobravoz.connector.hub_link import HubLink
+from bobravoz.connector.service import METHODS, ConnectorService
+from bobravoz.runtime.endpoints import Endpoint
+from bobravoz.runtime.envconfig import ConfigError
+from bobravoz.runtime.grpc_bridge import open_grpc_loop, serve_grpc
+from bobravoz.runtime.metrics import TransportMetrics
+from bobravoz.runtime.metrics_http import serve_metrics
+from bobravoz.runtime.status import StatusCode
+from bobravoz.runtime.supervisor import Restart, open_supervisor
+
+log = logging.getLogger(__name__)
+
+
+async def run_connector(
+    config: ConnectorConfig,
+    metrics: TransportMetrics,
+    registry: CollectorRegistry,
+    *,
+    task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED,
+) -> str | None:
+    """Serve the local engram and keep the hub link until cancelled.
+
+    ``task_status.started`` receives the bound addresses (``listen``, ``metrics``). Returns the
+    reason when the hub link failed for good (the caller exits non-zero), else runs forever.
+    """
+    async with open_supervisor("connector") as supervisor:
+        link = HubLink(config, metrics)
+        service = ConnectorService(link, metrics, supervisor)
+        server = await supervisor.start_child_ready(
+            "local-server",
+            serve_grpc,
+            config.listen,
+            METHODS,
+            service.accept,
+            restart=Restart.TEMPORARY,
+        )
+        addresses = {"listen": str(server.endpoint)}
+        if config.metrics_listen is not None:
+            bound: Endpoint = await supervisor.start_child_ready(
+                "metrics",
+                serve_metrics,
+                config.metrics_listen,
+                registry,
+                restart=Restart.PERMANENT,
+            )
+            addresses["metrics"] = str(bound)
+        task_status.started(addresses)
+        await link.run()
+        reason = link.fatal or "hub link ended"
+        service.broadcast_error(StatusCode.UNAVAILABLE, reason, {"reason": "hub_link_failed"})
+        await trio.sleep(0.2)  # let the ERROR reach open Control streams
+        supervisor.cancel()
+        return reason
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    """Entry point: configure from the environment, print a readiness line, run."""
+    logging.basicConfig(
+        level=os.environ.get("BOBRAVOZ_LOG_LEVEL", "INFO"),
+        format="%(asctime)s connector %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(os.environ if environ is None else environ)
+    except ConfigError as error:
+        print(f"bobravoz connector: {error}", file=sys.stderr)
+        return 2
+    registry = CollectorRegistry()
+    metrics = TransportMetrics(registry, component="connector")
+    outcome: list[str | None] = []
+
+    async def run() -> None:
+        async with open_grpc_loop(), trio.open_nursery() as nursery:
+
+            async def serve(task_status: trio.TaskStatus[dict[str, str]]) -> None:
+                outcome.append(
+                    await run_connector(config, metrics, registry, task_status=task_status)
+                )
+
+            addresses = await nursery.start(serve)
+            print(json.dumps({"event": "ready", "component": "connector", **addresses}), flush=True)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        return 130
+    if outcome and outcome[0] is not None:
+        print(f"bobravoz connector: {outcome[0]}", file=sys.stderr)
+        return 3
+    return 0

@@ -1,0 +1,265 @@
+"""``TransportConnectorService`` for the one local engram: ``Data`` and ``Control`` streams.
+
+``Data`` moves packets between the engram and the :class:`~bobravoz.connector.hub_link.HubLink`
+as bytes (only the top-level tags are rewritten between layouts), validating each packet from
+the engram at the boundary. ``Control`` tells the engram when the hub link is ready, answers
+heartbeats, and reports failures as ``ERROR`` with a ``ControlError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Mapping
+from typing import Final, final
+
+import trio
+
+from bobravoz.connector.hub_link import HubLink, LinkEvent
+from bobravoz.protocol.gen.transport.v1 import (
+    ControlAction,
+    ControlError,
+    ControlRequest,
+    ControlResponse,
+)
+from bobravoz.protocol.validation import validate_packet
+from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
+from bobravoz.runtime.grpc_bridge import ServerStream
+from bobravoz.runtime.handshake import HandshakeError, check_protocol
+from bobravoz.runtime.metrics import TransportMetrics
+from bobravoz.runtime.status import RemoteStatusError, StatusCode
+from bobravoz.runtime.supervisor import Restart, Supervisor
+
+log = logging.getLogger(__name__)
+
+DATA_METHOD: Final = "/transport.v1.TransportConnectorService/Data"
+CONTROL_METHOD: Final = "/transport.v1.TransportConnectorService/Control"
+HUB_PUSH_METHOD: Final = "/transport.v1.TransportConnectorService/HubPush"
+METHODS: Final = (DATA_METHOD, CONTROL_METHOD, HUB_PUSH_METHOD)
+
+#: Canonical names of control actions (the Go SDK's strings).
+ACTION_NAMES: Final = {
+    ControlAction.NOOP: "noop",
+    ControlAction.START: "start",
+    ControlAction.STOP: "stop",
+    ControlAction.START_UPSTREAM: "start-upstream",
+    ControlAction.STOP_UPSTREAM: "stop-upstream",
+    ControlAction.START_DOWNSTREAM: "start-downstream",
+    ControlAction.STOP_DOWNSTREAM: "stop-downstream",
+    ControlAction.HEARTBEAT: "heartbeat",
+    ControlAction.CONNECTOR_READY: "connector.ready",
+    ControlAction.CONNECTOR_CAPABILITIES: "connector.capabilities",
+    ControlAction.HANDOFF_DRAINING: "handoff.draining",
+    ControlAction.HANDOFF_CUTOVER: "handoff.cutover",
+    ControlAction.HANDOFF_READY: "handoff.ready",
+    ControlAction.ACK: "ack",
+    ControlAction.ERROR: "error",
+    ControlAction.CODEC_SELECT: "codec-select",
+}
+
+
+def directive_type(request: ControlRequest) -> str:
+    """The directive's canonical type: ``custom_action`` if set, else the action's name."""
+    custom = request.custom_action.strip()
+    if custom:
+        return custom.lower()
+    return ACTION_NAMES.get(request.action, "")
+
+
+def _now_ms() -> str:
+    return str(time.time_ns() // 1_000_000)
+
+
+def control_error(code: StatusCode, message: str, details: Mapping[str, str]) -> ControlResponse:
+    """An ``ERROR`` response carrying a ``ControlError`` (message capped at 2048 chars)."""
+    return ControlResponse(
+        action=ControlAction.ERROR,
+        metadata={"ts": _now_ms()},
+        error=ControlError(code=int(code), message=message[:2048], details=dict(details)),
+    )
+
+
+def _event_response(event: LinkEvent) -> ControlResponse:
+    if event.kind == "error":
+        return control_error(StatusCode.UNAVAILABLE, event.message, {"reason": event.reason})
+    action = {
+        "ready": ControlAction.HANDOFF_READY,
+        "draining": ControlAction.HANDOFF_DRAINING,
+        "cutover": ControlAction.HANDOFF_CUTOVER,
+    }[event.kind]
+    return ControlResponse(
+        action=action, metadata={"phase": event.kind, "reason": event.reason, "ts": _now_ms()}
+    )
+
+
+@final
+class ConnectorService:
+    """Serves the local engram's streams; each stream runs as a supervised actor."""
+
+    def __init__(self, link: HubLink, metrics: TransportMetrics, supervisor: Supervisor) -> None:
+        self.link = link
+        self.metrics = metrics
+        self._supervisor = supervisor
+        self._numbers = itertools.count(1)
+        self._data_actor: str | None = None
+        self._controls: set[ServerStream] = set()
+
+    def accept(self, stream: ServerStream) -> None:
+        """Route a new local stream to its actor, or refuse it with a status."""
+        if stream.method == HUB_PUSH_METHOD:
+            stream.finish(StatusCode.UNIMPLEMENTED, "HubPush is not served by this connector")
+            return
+        try:
+            check_protocol(stream.metadata)
+        except HandshakeError as refusal:
+            self.metrics.handshake_rejections[refusal.reason] += 1
+            stream.finish(refusal.code, refusal.message)
+            return
+        number = next(self._numbers)
+        if stream.method == DATA_METHOD:
+            if self._data_actor is not None:
+                self._supervisor.stop_child(self._data_actor)
+            self._data_actor = f"data#{number}"
+            self._supervisor.start_child(
+                self._data_actor, self._serve_data, stream, restart=Restart.TEMPORARY
+            )
+        else:
+            self._supervisor.start_child(
+                f"control#{number}", self._serve_control, stream, restart=Restart.TEMPORARY
+            )
+
+    def broadcast_error(self, code: StatusCode, message: str, details: Mapping[str, str]) -> None:
+        """Queue an ``ERROR`` on every open Control stream (best effort, never blocks)."""
+        payload = bytes(control_error(code, message, details))
+        for control in list(self._controls):
+            try:
+                control.send_nowait(payload)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                self.metrics.binding(self.link.config.identity.key).dropped["control_error"] += 1
+
+    async def _serve_data(self, stream: ServerStream) -> None:
+        stream.accept()
+        self.metrics.open_streams += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._deliver_to_engram, stream)
+                await self._take_from_engram(stream)
+                # The engram half-closed: its handler is done, so end the call cleanly.
+                nursery.cancel_scope.cancel()
+            stream.finish()
+        finally:
+            self.metrics.open_streams -= 1
+
+    async def _take_from_engram(self, stream: ServerStream) -> None:
+        counters = self.link.counters
+        outbox = self.link.outbox
+        while True:
+            try:
+                batch = await stream.receive_batch()
+            except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
+                return
+            for raw in batch:
+                violation = validate_packet(raw, PacketLayout.DATA_REQUEST)
+                if violation is not None:
+                    counters.rejected[violation.reason] += 1
+                    self.broadcast_error(
+                        StatusCode.INVALID_ARGUMENT,
+                        f"packet rejected: {violation.field}: {violation.message}",
+                        {"field": violation.field, "reason": violation.reason},
+                    )
+                    continue
+                try:
+                    packet = convert_layout(
+                        raw, PacketLayout.DATA_REQUEST, PacketLayout.DATA_PACKET
+                    )
+                except WireFormatError:
+                    counters.rejected["malformed"] += 1
+                    continue
+                await outbox.send(packet, len(packet))
+
+    async def _deliver_to_engram(self, stream: ServerStream) -> None:
+        inbox = self.link.inbox
+        counters = self.link.counters
+        while True:
+            batch = await inbox.receive_batch()
+            try:
+                await stream.send_batch(batch)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                counters.dropped["engram_stream_broken"] += len(batch) + stream.outbound_depth()
+                return
+
+    async def _serve_control(self, stream: ServerStream) -> None:
+        stream.accept()
+        feed = self.link.subscribe()
+        self._controls.add(stream)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._announce, stream, feed)
+                await self._answer(stream)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._controls.discard(stream)
+            self.link.unsubscribe(feed)
+        stream.finish()
+
+    async def _announce(
+        self, stream: ServerStream, feed: trio.MemoryReceiveChannel[LinkEvent]
+    ) -> None:
+        """Send CONNECTOR_READY once the hub link is up, then every later link change."""
+        try:
+            with trio.fail_after(self.link.config.message_timeout):
+                await self.link.wait_up()
+        except (trio.TooSlowError, RuntimeError) as error:
+            reason = "hub_refused" if self.link.fatal else "hub_unavailable"
+            text = self.link.fatal or f"hub {self.link.config.hub} not reachable: {error}"
+            await stream.send(
+                bytes(control_error(StatusCode.UNAVAILABLE, text, {"reason": reason}))
+            )
+        else:
+            ready = ControlResponse(
+                action=ControlAction.CONNECTOR_READY,
+                metadata={"startup.capabilities": "none", "ts": _now_ms()},
+            )
+            await stream.send(bytes(ready))
+        async for event in feed:
+            if event.kind == "ready":
+                continue
+            await stream.send(bytes(_event_response(event)))
+
+    async def _answer(self, stream: ServerStream) -> None:
+        while True:
+            try:
+                batch = await stream.receive_batch()
+            except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
+                return
+            for raw in batch:
+                try:
+                    request = ControlRequest().parse(raw)
+                except Exception:  # noqa: BLE001 - any decode failure is a malformed message
+                    await stream.send(
+                        bytes(
+                            control_error(
+                                StatusCode.INVALID_ARGUMENT, "malformed ControlRequest", {}
+                            )
+                        )
+                    )
+                    continue
+                reply = self._reply(request)
+                if reply is not None:
+                    await stream.send(bytes(reply))
+
+    def _reply(self, request: ControlRequest) -> ControlResponse | None:
+        kind = directive_type(request)
+        if kind in {"ack", "downstream.delivered"}:
+            return None
+        metadata = {"received": kind or "unknown"}
+        if kind == "heartbeat":
+            metadata.update(handled="true", status="alive")
+        elif not kind or kind == "noop":
+            metadata.update(handled="false", reason="empty")
+        elif kind == "codec-select":
+            metadata.update(handled="false", reason="codec selection not implemented")
+        else:
+            metadata.update(handled="false", reason="unknown")
+        return ControlResponse(action=ControlAction.ACK, metadata=metadata)

@@ -1,0 +1,55 @@
+"""Example source engram: emits ``count`` binary packets of ``size`` bytes at ``rate`` per second.
+
+Each payload starts with its sequence number and send time (``>QQ``: seq, time_ns) so sinks
+can check order and measure end-to-end latency. A final packet with metadata
+``bobravoz.example/eos: true`` marks the end of the stream.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import time
+
+import trio
+
+from bobravoz.sdk import Packet, StreamContext, report, run_engram
+
+HEADER = struct.Struct(">QQ")
+EOS_KEY = "bobravoz.example/eos"
+
+
+async def handle(stream: StreamContext) -> None:
+    """Emit the configured packets, paced to the configured rate, then the end marker."""
+    count = int(stream.config.get("count", 1000))
+    rate = float(stream.config.get("rate", 100))
+    size = max(HEADER.size, int(stream.config.get("size", 256)))
+    padding = b"\x00" * (size - HEADER.size)
+    origin = {"bobravoz.example/source": stream.step}
+    start = time.monotonic()
+    last_report = start
+    for sequence in range(1, count + 1):
+        due = start + (sequence - 1) / rate if rate > 0 else 0.0
+        delay = due - time.monotonic()
+        if delay > 0:
+            await trio.sleep(delay)
+        body = HEADER.pack(sequence, time.time_ns()) + padding
+        await stream.emit(
+            Packet(binary=body, mime_type="application/octet-stream", metadata=origin)
+        )
+        now = time.monotonic()
+        if now - last_report >= 0.5:
+            report("progress", step=stream.step, role="source", sent=sequence)
+            last_report = now
+    await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
+    report(
+        "summary",
+        step=stream.step,
+        role="source",
+        sent=count,
+        seconds=round(time.monotonic() - start, 3),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_engram(handle))

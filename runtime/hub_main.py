@@ -1,0 +1,89 @@
+"""``bobravoz hub``: a standalone hub whose topology comes from a Story file (local mode)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import trio
+from prometheus_client import CollectorRegistry
+
+from bobravoz.runtime.endpoints import Endpoint
+from bobravoz.runtime.envconfig import ConfigError, EnvReader
+from bobravoz.runtime.grpc_bridge import open_grpc_loop
+from bobravoz.runtime.hub import HubSettings, serve_hub
+from bobravoz.runtime.metrics import TransportMetrics
+from bobravoz.runtime.metrics_http import serve_metrics
+from bobravoz.runtime.story import StoryError, load_story
+from bobravoz.runtime.topology import Topology, TopologyError, compute_topology
+
+_TLS_VARIABLES = (
+    "BUBU_HUB_TLS_CERT_FILE",
+    "BUBU_HUB_TLS_KEY_FILE",
+    "BUBU_HUB_CA_FILE",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HubOptions:
+    """Command-line options of ``bobravoz hub``."""
+
+    listen: Endpoint
+    story: str
+    metrics: Endpoint | None
+
+
+def hub_settings(environ: Mapping[str, str]) -> HubSettings:
+    """Hub tunables from the environment (Go hub names); TLS settings are refused for now."""
+    env = EnvReader(environ)
+    if env.flag("BUBU_HUB_REQUIRE_TLS") or any(env.optional(name) for name in _TLS_VARIABLES):
+        raise ConfigError(
+            "TLS is configured (BUBU_HUB_TLS_* / BUBU_HUB_REQUIRE_TLS) but this hub build "
+            "serves plaintext only; refusing to start rather than fall back to plaintext"
+        )
+    return HubSettings(
+        max_streams=env.integer("BOBRAVOZ_HUB_MAX_STREAMS", 2000, minimum=1),
+        heartbeat_interval=env.duration("BUBU_HUB_HEARTBEAT_INTERVAL", 10.0) or 10.0,
+        max_packet_bytes=env.integer("BUBU_HUB_MAX_RECV_BYTES", 10 * 1024 * 1024, minimum=1),
+    )
+
+
+def load_topology(path: str) -> Topology:
+    """The topology of the Story at ``path``; raises StoryError/TopologyError with the path."""
+    return compute_topology(load_story(path))
+
+
+def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
+    """Run the hub until interrupted; print one JSON readiness line on stdout when serving."""
+    try:
+        settings = hub_settings(environ)
+        topology = load_topology(options.story)
+    except (ConfigError, StoryError, TopologyError) as error:
+        print(f"bobravoz hub: {error}", file=sys.stderr)
+        return 2
+    registry = CollectorRegistry()
+    metrics = TransportMetrics(registry, component="hub")
+
+    async def main() -> None:
+        async with open_grpc_loop(), trio.open_nursery() as nursery:
+            bound = await nursery.start(serve_hub, options.listen, topology, metrics, settings)
+            ready = {"event": "ready", "component": "hub", "listen": str(bound)}
+            if options.metrics is not None:
+                metrics_bound = await nursery.start(serve_metrics, options.metrics, registry)
+                ready["metrics"] = str(metrics_bound)
+            print(json.dumps(ready), flush=True)
+
+    logging.basicConfig(
+        level=os.environ.get("BOBRAVOZ_LOG_LEVEL", "INFO"),
+        format="%(asctime)s hub %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,98 @@
+"""The ``bobravoz`` command: ``hub``, ``connector``, ``engram`` and ``up``.
+
+This module is the one place above the layers: it starts every kind of process, so it may
+import the connector (declared in the import contracts). Everything else in ``sdk`` depends
+on ``protocol`` and ``runtime`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bobravoz.runtime.endpoints import parse_endpoint
+
+
+def _endpoint(text: str) -> object:
+    try:
+        return parse_endpoint(text, allow_port_zero=True)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="bobravoz", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    hub = commands.add_parser("hub", help="run a standalone hub for a Story file")
+    hub.add_argument("--listen", type=_endpoint, default="127.0.0.1:9000", help="HOST:PORT")
+    hub.add_argument("--story", required=True, help="Story YAML file")
+    hub.add_argument("--metrics", type=_endpoint, default=None, help="HOST:PORT for /metrics")
+
+    commands.add_parser("connector", help="run a connector sidecar configured by environment")
+
+    engram = commands.add_parser("engram", help="run a handler file: PATH[:FUNCTION]")
+    engram.add_argument("target", help="a Python file defining `handle` (or PATH:FUNCTION)")
+
+    up = commands.add_parser("up", help="run a Story locally: hub, connectors and engrams")
+    up.add_argument("story", help="Story YAML file")
+    up.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
+    up.add_argument("--engrams-dir", default=None, help="where <engram>.py programs live")
+    up.add_argument("--storyrun", default="local", help="StoryRun name to use")
+    up.add_argument("--quiet", action="store_true", help="no live progress line")
+    return parser
+
+
+def _run_engram_file(target: str) -> int:
+    from bobravoz.sdk.engram import run_engram
+
+    path_text, _, function = target.partition(":")
+    path = Path(path_text)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        print(f"bobravoz engram: cannot load {path}", file=sys.stderr)
+        return 2
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler = getattr(module, function or "handle", None)
+    if handler is None:
+        print(f"bobravoz engram: {path} defines no {function or 'handle'}", file=sys.stderr)
+        return 2
+    return run_engram(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "hub":
+        from bobravoz.runtime.hub_main import HubOptions, run_hub
+
+        return run_hub(
+            HubOptions(listen=args.listen, story=args.story, metrics=args.metrics), os.environ
+        )
+    if args.command == "connector":
+        from bobravoz.connector.main import main as connector_main
+
+        return connector_main()
+    if args.command == "engram":
+        return _run_engram_file(args.target)
+    from bobravoz.sdk.local_runner import UpOptions, run_up
+
+    return run_up(
+        UpOptions(
+            story=Path(args.story),
+            duration=args.duration,
+            engrams_dir=Path(args.engrams_dir) if args.engrams_dir else None,
+            storyrun=args.storyrun,
+            live=not args.quiet,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""Running an engram's stream handler against its connector.
+
+An engram author writes one handler::
+
+    async def handle(stream: StreamContext) -> None:
+        async for packet in stream.packets():
+            await stream.emit(Packet(binary=packet.binary.upper()))
+
+and calls :func:`run_engram` (or ``bobravoz engram module:handle``). The SDK finds the
+connector from ``BUBU_TRANSPORT_BINDING``, waits for ``CONNECTOR_READY`` on the Control stream,
+opens the Data stream, supervises the handler (restarting it on failure, by policy), sends
+heartbeats, and reconnects with backoff when the connector goes away. The handler's inbox and
+outbox outlive any one connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, final
+
+import trio
+
+from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlRequest, ControlResponse
+from bobravoz.runtime.binding import BindingError, parse_binding
+from bobravoz.runtime.endpoints import Endpoint, parse_endpoint
+from bobravoz.runtime.envconfig import ConfigError, EnvReader
+from bobravoz.runtime.errors import SupervisorEscalation
+from bobravoz.runtime.groups import lone_exception
+from bobravoz.runtime.grpc_bridge import ClientStream, open_grpc_channel, open_grpc_loop
+from bobravoz.runtime.handshake import PROTOCOL_HEADER, PROTOCOL_VERSION
+from bobravoz.runtime.status import RemoteStatusError, StatusCode
+from bobravoz.runtime.supervisor import Restart, RestartPolicy, open_supervisor
+from bobravoz.sdk.packet import HEARTBEAT_KEY, Packet, decode_packet, encode_packet
+
+log = logging.getLogger(__name__)
+
+DATA_METHOD: Final = "/transport.v1.TransportConnectorService/Data"
+CONTROL_METHOD: Final = "/transport.v1.TransportConnectorService/Control"
+BINDING_HEADER: Final = "bubu.transport.binding"
+#: Refusals from the connector that no retry fixes.
+FATAL_CODES: Final = frozenset(
+    {
+        StatusCode.INVALID_ARGUMENT,
+        StatusCode.FAILED_PRECONDITION,
+        StatusCode.PERMISSION_DENIED,
+        StatusCode.UNAUTHENTICATED,
+        StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+@final
+class EngramError(Exception):
+    """The engram cannot run: bad configuration, a fatal refusal, or retries exhausted."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class EngramSettings:
+    """How an engram reaches its connector; :func:`load_settings` reads it from the environment."""
+
+    connector: Endpoint
+    binding_reference: str = ""
+    step: str = ""
+    storyrun: str = ""
+    namespace: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    channel_buffer: int = 16
+    message_timeout: float = 30.0
+    data_heartbeat: float = 10.0
+    control_heartbeat: float = 30.0
+    reconnect_base: float = 0.5
+    reconnect_max: float = 30.0
+    #: Reconnect attempts after a lost connection; negative retries forever.
+    max_retries: int = 10
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+
+
+def load_settings(environ: Mapping[str, str]) -> EngramSettings:
+    """Settings from ``environ`` (names in the README); raise ConfigError naming the variable."""
+    env = EnvReader(environ)
+    try:
+        binding = parse_binding(env.text("BUBU_TRANSPORT_BINDING"))
+    except BindingError as error:
+        raise ConfigError(f"BUBU_TRANSPORT_BINDING: {error}") from None
+    try:
+        connector = parse_endpoint(binding.info.endpoint)
+    except ValueError as error:
+        raise ConfigError(f"BUBU_TRANSPORT_BINDING endpoint: {error}") from None
+    raw_config = env.optional("BUBU_STEP_CONFIG") or "{}"
+    try:
+        config = json.loads(raw_config)
+    except ValueError as error:
+        raise ConfigError(f"BUBU_STEP_CONFIG is not JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError("BUBU_STEP_CONFIG must be a JSON object")
+    timeout = env.duration("BUBU_GRPC_MESSAGE_TIMEOUT", 30.0)
+    return EngramSettings(
+        connector=connector,
+        binding_reference=binding.reference,
+        step=env.text("BUBU_STEP_NAME", ""),
+        storyrun=env.text("BUBU_STORYRUN_ID", ""),
+        namespace=env.text("BUBU_POD_NAMESPACE", binding.namespace),
+        config=config,
+        channel_buffer=env.integer("BUBU_GRPC_CHANNEL_BUFFER_SIZE", 16, minimum=1),
+        message_timeout=timeout,
+        data_heartbeat=min(env.duration("BUBU_GRPC_HEARTBEAT_INTERVAL", 10.0), timeout * 0.9),
+        control_heartbeat=env.duration("BUBU_TRANSPORT_HEARTBEAT_INTERVAL", 30.0),
+        reconnect_base=env.duration("BUBU_GRPC_RECONNECT_BASE_BACKOFF", 0.5) or 1.0,
+        reconnect_max=env.duration("BUBU_GRPC_RECONNECT_MAX_BACKOFF", 30.0),
+        max_retries=env.integer("BUBU_GRPC_RECONNECT_MAX_RETRIES", 10, minimum=-(2**31)),
+    )
+
+
+@final
+class StreamContext:
+    """What a handler is given: its inbound packets, :meth:`emit`, its config and identity."""
+
+    def __init__(
+        self,
+        *,
+        inbox: trio.MemoryReceiveChannel[Packet],
+        outbox: trio.MemorySendChannel[Packet],
+        config: Mapping[str, Any],
+        step: str = "",
+        storyrun: str = "",
+        namespace: str = "",
+    ) -> None:
+        self._inbox = inbox
+        self._outbox = outbox
+        self.config: Mapping[str, Any] = config
+        self.step = step
+        self.storyrun = storyrun
+        self.namespace = namespace
+
+    async def packets(self) -> AsyncIterator[Packet]:
+        """Inbound data packets in arrival order, until the upstream ends (heartbeats skipped)."""
+        while True:
+            try:
+                packet = await self._inbox.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            yield packet
+
+    async def emit(self, packet: Packet) -> None:
+        """Send ``packet`` downstream; waits while the outgoing buffer is full (backpressure)."""
+        await self._outbox.send(packet)
+
+
+#: The one function an engram author writes.
+Handler = Callable[[StreamContext], Awaitable[None]]
+
+
+@final
+class _Session:
+    """State shared by the connection attempts of one engram run."""
+
+    def __init__(self, settings: EngramSettings) -> None:
+        self.settings = settings
+        self.inbox_send, self.inbox_receive = trio.open_memory_channel[Packet](
+            settings.channel_buffer
+        )
+        self.outbox_send, self.outbox_receive = trio.open_memory_channel[Packet](
+            settings.channel_buffer
+        )
+        self.handler_done = trio.Event()
+        self.pending: Packet | None = None
+
+    def context(self) -> StreamContext:
+        settings = self.settings
+        return StreamContext(
+            inbox=self.inbox_receive,
+            outbox=self.outbox_send,
+            config=settings.config,
+            step=settings.step,
+            storyrun=settings.storyrun,
+            namespace=settings.namespace,
+        )
+
+
+async def _wait_ready(control: ClientStream, limit: float) -> None:
+    """Read Control responses until ``CONNECTOR_READY``; an ``ERROR`` first is fatal."""
+    with trio.fail_after(limit):
+        while True:
+            for raw in await control.receive_batch():
+                response = ControlResponse.parse(raw)
+                if response.action == ControlAction.CONNECTOR_READY:
+                    return
+                if response.action == ControlAction.ERROR:
+                    message = response.error.message if response.error else "connector error"
+                    raise EngramError(f"connector reported an error before ready: {message}")
+
+
+async def _control_loop(control: ClientStream, interval: float) -> None:
+    """Send heartbeats and log what the connector reports."""
+
+    async def heartbeats() -> None:
+        while True:
+            await trio.sleep(interval)
+            beat = ControlRequest(
+                action=ControlAction.HEARTBEAT, metadata={"ts": str(time.time_ns() // 1_000_000)}
+            )
+            await control.send(bytes(beat))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heartbeats)
+        while True:
+            try:
+                batch = await control.receive_batch()
+            except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
+                nursery.cancel_scope.cancel()
+                return
+            for raw in batch:
+                response = ControlResponse.parse(raw)
+                if response.action == ControlAction.ERROR and response.error is not None:
+                    log.warning(
+                        "connector error %d: %s", response.error.code, response.error.message
+                    )
+                elif response.action != ControlAction.ACK:
+                    log.info("connector says %s %s", response.action.name, dict(response.metadata))
+
+
+async def _pump_in(data: ClientStream, session: _Session) -> None:
+    """Connector to handler: decode, drop heartbeats, keep order. Returns at end of stream."""
+    while True:
+        try:
+            batch = await data.receive_batch()
+        except trio.EndOfChannel:
+            return
+        for raw in batch:
+            try:
+                packet = decode_packet(raw)
+            except ValueError as error:
+                log.warning("dropping undecodable packet: %s", error)
+                continue
+            if packet.is_heartbeat:
+                continue
+            await session.inbox_send.send(packet)
+
+
+async def _pump_out(data: ClientStream, session: _Session) -> None:
+    """Handler to connector, with a heartbeat after each idle interval. Returns when drained."""
+    heartbeat = encode_packet(Packet(metadata={HEARTBEAT_KEY: "true"}))
+    interval = session.settings.data_heartbeat
+    while True:
+        if session.pending is None:
+            with trio.move_on_after(interval):
+                try:
+                    session.pending = await session.outbox_receive.receive()
+                except trio.EndOfChannel:
+                    return
+            if session.pending is None:
+                await data.send(heartbeat)
+                continue
+        await data.send(encode_packet(session.pending))
+        session.pending = None
+
+
+async def _run_connection(session: _Session) -> None:
+    """One connection to the connector: handshake, then pumps until the data stream ends."""
+    settings = session.settings
+    control_headers = {PROTOCOL_HEADER: PROTOCOL_VERSION}
+    if settings.binding_reference:
+        control_headers[BINDING_HEADER] = settings.binding_reference
+    async with (
+        open_grpc_channel(settings.connector) as channel,
+        channel.open_stream(CONTROL_METHOD, control_headers) as control,
+    ):
+        await _wait_ready(control, settings.message_timeout)
+        async with (
+            channel.open_stream(DATA_METHOD, {PROTOCOL_HEADER: PROTOCOL_VERSION}) as data,
+            trio.open_nursery() as nursery,
+        ):
+            log.info("engram %s connected to %s", settings.step, settings.connector)
+            nursery.start_soon(_control_loop, control, settings.control_heartbeat)
+            upstream_ended = trio.Event()
+            closing = False
+
+            async def inbound() -> None:
+                await _pump_in(data, session)
+                upstream_ended.set()
+                if not closing:
+                    raise trio.BrokenResourceError("the connector ended the data stream")
+
+            nursery.start_soon(inbound)
+            await _pump_out(data, session)
+            closing = True
+            # Half-close, then let the connector end the call so nothing queued is cut.
+            data.close_send()
+            with trio.move_on_after(settings.message_timeout):
+                await upstream_ended.wait()
+            nursery.cancel_scope.cancel()
+    session.inbox_send.close()
+
+
+async def _connect_forever(session: _Session) -> None:
+    """Run connections with jittered exponential backoff until the handler's output is drained."""
+    settings = session.settings
+    backoff = settings.reconnect_base
+    failures = 0
+    while True:
+        try:
+            await _run_connection(session)
+            return
+        except Exception as failure:
+            reason = lone_exception(failure)
+            if isinstance(reason, RemoteStatusError) and reason.code in FATAL_CODES:
+                raise EngramError(f"connector refused the engram: {reason}") from reason
+            if not isinstance(
+                reason, RemoteStatusError | trio.BrokenResourceError | trio.TooSlowError | OSError
+            ):
+                raise
+        failures += 1
+        if 0 <= settings.max_retries < failures:
+            raise EngramError(f"transport connector retries exhausted: {reason}") from reason
+        delay = min(backoff, settings.reconnect_max) * random.uniform(0.8, 1.2)
+        log.warning(
+            "connection to %s lost (%s); retrying in %.2fs", settings.connector, reason, delay
+        )
+        await trio.sleep(delay)
+        backoff = min(backoff * 2, settings.reconnect_max)
+
+
+async def serve_engram(handler: Handler, settings: EngramSettings) -> None:
+    """Run ``handler`` against the connector until it returns and its output is sent.
+
+    Raises EngramError when the engram cannot run (fatal refusal, retries exhausted) and
+    SupervisorEscalation when the handler keeps failing past its restart budget.
+    """
+    session = _Session(settings)
+    context = session.context()
+
+    async def run_handler() -> None:
+        await handler(context)
+        session.outbox_send.close()
+
+    async with open_supervisor("engram", settings.restart) as supervisor:
+        supervisor.start_child("handler", run_handler, restart=Restart.TRANSIENT)
+        await _connect_forever(session)
+        supervisor.cancel()
+
+
+def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> int:
+    """Process entry point for an engram: configure from the environment and serve ``handler``.
+
+    Returns the exit status: 0 when the handler finished, 2 for configuration errors, 1 for
+    runtime failures (each explained on stderr).
+    """
+    logging.basicConfig(
+        level=os.environ.get("BOBRAVOZ_LOG_LEVEL", "INFO"),
+        format="%(asctime)s engram %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(os.environ if environ is None else environ)
+    except ConfigError as error:
+        print(f"engram: {error}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        async with open_grpc_loop():
+            await serve_engram(handler, settings)
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        return 130
+    except (EngramError, SupervisorEscalation) as error:
+        print(f"engram {settings.step}: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,408 @@
+"""``bobravoz up``: run a Story on this machine, every part its own OS process.
+
+The runner starts the hub, one connector per streaming step (each on a unix socket) and each
+step's engram program (``<engrams-dir>/<engram>.py``), wires them with the same environment a
+cluster would give them, shows live progress, and ends with a summary: sent, delivered,
+dropped by policy, rejected, lost, packets/s and end-to-end latency. Exit status 1 when
+anything was lost or a process failed. Ctrl-C stops everything; children also get SIGTERM
+if the runner itself dies (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, final
+
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from bobravoz.runtime.binding import BindingEnvelope, BindingInfo, encode_binding
+from bobravoz.runtime.groups import lone_exception
+from bobravoz.runtime.story import Story, StoryError, load_story
+from bobravoz.runtime.topology import Topology, TopologyError, compute_topology
+
+READY_TIMEOUT: Final = 20.0
+STOP_GRACE: Final = 3.0
+#: Seconds the runner waits for sinks to report after every source finished.
+DRAIN_TIMEOUT: Final = 15.0
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class UpOptions:
+    """What ``bobravoz up`` was asked to do."""
+
+    story: Path
+    duration: float = 60.0
+    engrams_dir: Path | None = None
+    storyrun: str = "local"
+    live: bool = True
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the runner dies (Linux only)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@final
+@dataclass
+class Child:
+    """One process the runner started, with the JSON lines it printed."""
+
+    name: str
+    role: str
+    process: trio.Process
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    stopping: bool = False
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The most recent progress or summary report (empty before the first)."""
+        return self.reports[-1] if self.reports else {}
+
+    @property
+    def failed(self) -> bool:
+        """Exited non-zero without the runner asking it to stop."""
+        code = self.process.returncode
+        return code is not None and code != 0 and not self.stopping
+
+
+async def _read_lines(child: Child, ready: trio.Event | None) -> None:
+    stream = child.process.stdout
+    assert stream is not None
+    buffer = b""
+    async for chunk in stream:
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            try:
+                report = json.loads(line)
+            except ValueError:
+                print(f"[{child.name}] {line.decode(errors='replace')}", file=sys.stderr)
+                continue
+            if isinstance(report, dict):
+                child.reports.append(report)
+                if ready is not None and report.get("event") == "ready":
+                    ready.set()
+
+
+@final
+class Runner:
+    """Starts and stops the processes of one local Story run."""
+
+    def __init__(self, options: UpOptions, story: Story, topology: Topology) -> None:
+        self.options = options
+        self.story = story
+        self.topology = topology
+        self.children: list[Child] = []
+        self.engrams_dir = options.engrams_dir or options.story.resolve().parent.parent / "engrams"
+
+    async def start(
+        self,
+        nursery: trio.Nursery,
+        name: str,
+        role: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        *,
+        wait_ready: bool,
+    ) -> Child:
+        """Start one child; with ``wait_ready``, return after its JSON readiness line."""
+        process = await trio.lowlevel.open_process(
+            argv,
+            env={**os.environ, **env},
+            stdout=-1,  # subprocess.PIPE
+            stdin=-3,  # subprocess.DEVNULL
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
+        child = Child(name=name, role=role, process=process)
+        self.children.append(child)
+        ready = trio.Event() if wait_ready else None
+        nursery.start_soon(_read_lines, child, ready)
+        if ready is not None:
+            with trio.move_on_after(READY_TIMEOUT):
+                while not ready.is_set():
+                    if process.returncode is not None:
+                        raise RuntimeError(f"{name} exited with status {process.returncode}")
+                    with trio.move_on_after(0.05):
+                        await ready.wait()
+            if not ready.is_set():
+                raise RuntimeError(f"{name} did not report ready within {READY_TIMEOUT:.0f}s")
+        return child
+
+    async def stop_all(self) -> None:
+        """SIGTERM every live child, then SIGKILL what is left after the grace period."""
+        for child in self.children:
+            if child.process.returncode is None:
+                child.stopping = True
+                child.process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(STOP_GRACE):
+            for child in self.children:
+                await child.process.wait()
+        for child in self.children:
+            if child.process.returncode is None:
+                child.process.kill()
+                await child.process.wait()
+
+
+def _step_config(story: Story, step_id: str) -> dict[str, Any]:
+    for step in story.spec.steps:
+        if step.step_id == step_id:
+            raw = step.with_
+            if raw is None:
+                return {}
+            return dict(raw) if isinstance(raw, Mapping) else json.loads(bytes(raw))
+    return {}
+
+
+def _scrape(address: str) -> dict[str, float]:
+    """Totals of the drop and rejection counters at a ``/metrics`` address."""
+    totals = {"dropped": 0.0, "rejected": 0.0}
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "bobravoz_packets_dropped_total":
+                totals["dropped"] += sample.value
+            elif sample.name == "bobravoz_packets_rejected_total":
+                totals["rejected"] += sample.value
+    return totals
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+@final
+@dataclass
+class Summary:
+    """What a run did, computed from the engrams' reports and the processes' metrics."""
+
+    sent: int = 0
+    expected: int = 0
+    delivered: int = 0
+    out_of_order: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    elapsed: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        """Packets neither delivered nor accounted for by a declared drop."""
+        return max(0, self.expected - self.delivered - self.dropped)
+
+    def render(self) -> str:
+        """The closing block printed by ``bobravoz up``."""
+        rate = self.delivered / self.elapsed if self.elapsed > 0 else 0.0
+        p50 = _percentile(self.latencies_ms, 0.50)
+        p99 = _percentile(self.latencies_ms, 0.99)
+        lines = [
+            "== bobravoz up: summary ==",
+            f"sent       {self.sent}",
+            f"delivered  {self.delivered} (expected {self.expected})",
+            f"dropped    {self.dropped} (by declared policy)",
+            f"rejected   {self.rejected} (broke the wire contract)",
+            f"lost       {self.lost}",
+            f"reordered  {self.out_of_order}",
+            f"rate       {rate:.0f} packets/s delivered over {self.elapsed:.1f}s",
+            f"latency    p50 {p50:.2f} ms, p99 {p99:.2f} ms (end to end)",
+        ]
+        if self.failed:
+            lines.append(f"failed     {', '.join(self.failed)}")
+        return "\n".join(lines)
+
+
+def _expected_per_sink(topology: Topology, sent: Mapping[str, int]) -> dict[str, int]:
+    """Packets each sink should see: every source's count once per path to it."""
+    paths: dict[str, dict[str, int]] = {}
+    for node in topology.steps:
+        counts = {node.id: 1} if node.id in sent else {}
+        for edge in topology.upstream_of(node.id):
+            for source, number in paths.get(edge.source, {}).items():
+                counts[source] = counts.get(source, 0) + number
+        paths[node.id] = counts
+    sinks = [node.id for node in topology.steps if not topology.downstream_of(node.id)]
+    return {
+        sink: sum(sent.get(source, 0) * n for source, n in paths[sink].items() if source != sink)
+        for sink in sinks
+    }
+
+
+async def _progress(runner: Runner, started: float) -> None:
+    while True:
+        await trio.sleep(1.0)
+        parts = []
+        for child in runner.children:
+            if child.role != "engram":
+                continue
+            last = child.last
+            count = last.get("sent", last.get("received", last.get("forwarded", 0)))
+            parts.append(f"{child.name}={count}")
+        print(
+            f"\r[{time.monotonic() - started:5.1f}s] " + " ".join(parts),
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+async def _run(options: UpOptions, story: Story, topology: Topology, summary: Summary) -> None:
+    runner = Runner(options, story, topology)
+    namespace = topology.namespace
+    run = options.storyrun
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bobravoz-") as scratch:
+        try:
+            async with trio.open_nursery() as nursery:
+                cli = [sys.executable, "-m", "bobravoz.sdk.cli"]
+                hub = await runner.start(
+                    nursery,
+                    "hub",
+                    "hub",
+                    [
+                        *cli,
+                        "hub",
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--story",
+                        str(options.story),
+                        "--metrics",
+                        "127.0.0.1:0",
+                    ],
+                    {},
+                    wait_ready=True,
+                )
+                hub_address = hub.last["listen"]
+                metrics_addresses = [hub.last["metrics"]]
+                engrams: list[tuple[str, list[str], dict[str, str]]] = []
+                for node in topology.streaming_steps():
+                    socket = f"unix://{scratch}/{node.id}.sock"
+                    identity = {
+                        "BUBU_STORYRUN_ID": run,
+                        "BUBU_POD_NAMESPACE": namespace,
+                        "BUBU_STEP_NAME": node.id,
+                    }
+                    connector = await runner.start(
+                        nursery,
+                        f"connector/{node.id}",
+                        "connector",
+                        [*cli, "connector"],
+                        {
+                            **identity,
+                            "BUBU_HUB_ENDPOINT": hub_address,
+                            "BUBU_CONNECTOR_GENERATION": "1",
+                            "BUBU_GRPC_LOCAL_ENDPOINT": socket,
+                            "BOBRAVOZ_METRICS_LISTEN": "127.0.0.1:0",
+                        },
+                        wait_ready=True,
+                    )
+                    metrics_addresses.append(connector.last["metrics"])
+                    binding = BindingEnvelope(
+                        name=f"{run}-{node.id}-transport",
+                        namespace=namespace,
+                        info=BindingInfo(
+                            endpoint=socket, transport_ref="bobravoz-grpc", driver="grpc"
+                        ),
+                    )
+                    program = runner.engrams_dir / f"{node.engram}.py"
+                    if not program.is_file():
+                        raise RuntimeError(f"step {node.id}: no engram program {program}")
+                    engrams.append(
+                        (
+                            node.id,
+                            [sys.executable, str(program)],
+                            {
+                                **identity,
+                                "BUBU_TRANSPORT_BINDING": encode_binding(binding),
+                                "BUBU_STEP_CONFIG": json.dumps(_step_config(story, node.id)),
+                                "BUBU_EXECUTION_MODE": "streaming",
+                            },
+                        )
+                    )
+                # Downstream steps first, so sources never wait on a missing consumer.
+                engram_children = [
+                    await runner.start(nursery, step, "engram", argv, env, wait_ready=False)
+                    for step, argv, env in reversed(engrams)
+                ]
+                if options.live:
+                    nursery.start_soon(_progress, runner, started)
+                with trio.move_on_after(options.duration):
+                    for child in engram_children:
+                        await child.process.wait()
+                summary.elapsed = time.monotonic() - started
+                for address in metrics_addresses:
+                    try:
+                        totals = await trio.to_thread.run_sync(_scrape, address)
+                    except OSError:
+                        continue
+                    summary.dropped += int(totals["dropped"])
+                    summary.rejected += int(totals["rejected"])
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await runner.stop_all()
+            if options.live:
+                print(file=sys.stderr)
+    sent: dict[str, int] = {}
+    for child in runner.children:
+        report = child.last
+        if child.failed:
+            summary.failed.append(f"{child.name} (exit {child.process.returncode})")
+        if child.role != "engram":
+            continue
+        if report.get("role") == "source":
+            sent[child.name] = int(report.get("sent", 0))
+        if report.get("role") == "sink":
+            summary.delivered += int(report.get("received", 0))
+            summary.out_of_order += int(report.get("out_of_order", 0))
+            summary.latencies_ms.extend(float(v) for v in report.get("latencies_ms", []))
+        if report.get("event") != "summary" and child.process.returncode != 0:
+            summary.failed.append(f"{child.name} (did not finish)")
+    summary.sent = sum(sent.values())
+    summary.expected = sum(_expected_per_sink(topology, sent).values())
+
+
+def run_up(options: UpOptions) -> int:
+    """Run the Story and print the summary; returns 0, or 1 on loss or failure, 2 on bad input."""
+    try:
+        story = load_story(options.story)
+        topology = compute_topology(story)
+    except (StoryError, TopologyError) as error:
+        print(f"bobravoz up: {error}", file=sys.stderr)
+        return 2
+    summary = Summary()
+    try:
+        trio.run(_run, options, story, topology, summary)
+    except KeyboardInterrupt:
+        print("bobravoz up: interrupted; every process was stopped", file=sys.stderr)
+        return 130
+    except Exception as failure:
+        error = lone_exception(failure)
+        if not isinstance(error, RuntimeError | OSError):
+            raise
+        print(f"bobravoz up: {error}", file=sys.stderr)
+        return 1
+    print(summary.render())
+    return 1 if summary.lost or summary.failed or summary.out_of_order else 0

@@ -4,13 +4,12 @@ The runner starts the hub, one connector per streaming step (each on a unix sock
 step's engram program (``<engrams-dir>/<engram>.py``), wires them with the same environment a
 cluster would give them, shows live progress, and ends with a summary: sent, delivered,
 dropped by policy, rejected, lost, packets/s and end-to-end latency. Exit status 1 when
-anything was lost or a process failed. Ctrl-C stops everything; children also get SIGTERM
-if the runner itself dies (``PR_SET_PDEATHSIG``).
+anything was lost or a process failed. Ctrl-C (or any failure of the runner) stops every
+child: SIGTERM, then SIGKILL after a grace period.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -48,15 +47,6 @@ class UpOptions:
     engrams_dir: Path | None = None
     storyrun: str = "local"
     live: bool = True
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the runner dies (Linux only)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @final
@@ -128,7 +118,6 @@ class Runner:
             env={**os.environ, **env},
             stdout=-1,  # subprocess.PIPE
             stdin=-3,  # subprocess.DEVNULL
-            preexec_fn=_die_with_parent,
             start_new_session=True,
         )
         child = Child(name=name, role=role, process=process)

@@ -1,0 +1,1 @@
+"""Benchmarks and load tests for bobravoz (run from the repository root)."""

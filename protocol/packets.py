@@ -1,0 +1,196 @@
+"""Hub-side operations on packet bytes: split and wrap Process messages, read metadata and
+envelopes, and retarget a packet to another step, without decoding the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, final
+
+from bobravoz.protocol.wire import (
+    LEN,
+    VARINT,
+    PacketLayout,
+    WireFormatError,
+    decode_varint,
+    encode_len_field,
+    encode_string_field,
+    encode_varint_field,
+    iter_fields,
+)
+
+HEARTBEAT_KEY: Final = "bubu-heartbeat"
+_ENVELOPE_STRINGS: Final = {1: "stream_id", 3: "partition", 4: "chunk_id"}
+_ENVELOPE_INTS: Final = {
+    2: "sequence",
+    5: "chunk_index",
+    6: "chunk_count",
+    7: "chunk_bytes",
+    8: "total_bytes",
+}
+
+
+def split_process_message(data: bytes) -> tuple[bytes | None, bytes | None]:
+    """(``DataPacket`` bytes, ``FlowControl`` bytes) of a ProcessRequest/ProcessResponse.
+
+    A field that occurs more than once is merged the protobuf way (bytes concatenated).
+    """
+    packet: bytes | None = None
+    flow: bytes | None = None
+    for field in iter_fields(data):
+        if field.wire_type != LEN:
+            continue
+        value = data[field.value_start : field.end]
+        if field.number == 1:
+            packet = value if packet is None else packet + value
+        elif field.number == 2:
+            flow = value if flow is None else flow + value
+    return packet, flow
+
+
+def wrap_process_message(packet: bytes | None, flow: bytes | None = None) -> bytes:
+    """A ProcessRequest/ProcessResponse (same layout) holding ``packet`` and/or ``flow``."""
+    out = b""
+    if packet is not None:
+        out = encode_len_field(1, packet)
+    if flow is not None:
+        out += encode_len_field(2, flow)
+    return out
+
+
+def _map_entry(entry: bytes) -> tuple[str, str]:
+    key = value = ""
+    for field in iter_fields(entry):
+        if field.wire_type != LEN:
+            raise WireFormatError("map entry field is not length-delimited")
+        text = entry[field.value_start : field.end].decode("utf-8")
+        if field.number == 1:
+            key = text
+        elif field.number == 2:
+            value = text
+    return key, value
+
+
+def read_metadata(packet: bytes, layout: PacketLayout) -> dict[str, str]:
+    """The packet's metadata map (a later duplicate key wins, as in protobuf)."""
+    number = layout.value[0]
+    metadata: dict[str, str] = {}
+    for field in iter_fields(packet):
+        if field.number == number and field.wire_type == LEN:
+            key, value = _map_entry(packet[field.value_start : field.end])
+            metadata[key] = value
+    return metadata
+
+
+def is_heartbeat(packet: bytes, layout: PacketLayout) -> bool:
+    """True when metadata ``bubu-heartbeat`` is ``true`` (case-insensitive)."""
+    if b"bubu-heartbeat" not in packet:
+        return False
+    return read_metadata(packet, layout).get(HEARTBEAT_KEY, "").lower() == "true"
+
+
+def has_frame(packet: bytes, layout: PacketLayout) -> bool:
+    """True when the packet carries an audio, video or binary frame."""
+    frames = set(layout.value[4:7])
+    return any(field.number in frames for field in iter_fields(packet))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class EnvelopeFields:
+    """The fields of a ``StreamEnvelope``."""
+
+    stream_id: str = ""
+    sequence: int = 0
+    partition: str = ""
+    chunk_id: str = ""
+    chunk_index: int = 0
+    chunk_count: int = 0
+    chunk_bytes: int = 0
+    total_bytes: int = 0
+
+
+def parse_envelope(data: bytes) -> EnvelopeFields:
+    """Decode ``StreamEnvelope`` bytes (unknown fields ignored)."""
+    values: dict[str, str | int] = {}
+    for field in iter_fields(data):
+        if field.number in _ENVELOPE_STRINGS and field.wire_type == LEN:
+            values[_ENVELOPE_STRINGS[field.number]] = data[field.value_start : field.end].decode(
+                "utf-8"
+            )
+        elif field.number in _ENVELOPE_INTS and field.wire_type == VARINT:
+            value, _ = decode_varint(data, field.value_start)
+            bits = 64 if field.number == 2 else 32
+            values[_ENVELOPE_INTS[field.number]] = value & ((1 << bits) - 1)
+    return EnvelopeFields(**values)  # type: ignore[arg-type]
+
+
+def read_envelope(packet: bytes, layout: PacketLayout) -> EnvelopeFields | None:
+    """The packet's envelope, or None when it has none."""
+    number = layout.value[7]
+    found: bytes | None = None
+    for field in iter_fields(packet):
+        if field.number == number and field.wire_type == LEN:
+            value = packet[field.value_start : field.end]
+            found = value if found is None else found + value
+    return None if found is None else parse_envelope(found)
+
+
+def _restamp_envelope(envelope: bytes, stream_id: str, sequence: int) -> bytes:
+    kept = [
+        envelope[field.start : field.end]
+        for field in iter_fields(envelope)
+        if field.number not in (1, 2)
+    ]
+    head = (encode_string_field(1, stream_id) if stream_id else b"") + (
+        encode_varint_field(2, sequence) if sequence else b""
+    )
+    return head + b"".join(kept)
+
+
+def retarget_packet(
+    packet: bytes,
+    *,
+    layout: PacketLayout,
+    metadata_updates: Mapping[str, str],
+    sequence: tuple[str, int] | None,
+) -> bytes:
+    """The packet with metadata keys in ``metadata_updates`` replaced and, when ``sequence``
+    is given, the envelope's ``stream_id``/``sequence`` set to it (an envelope is added if
+    there was none). Every other field is copied as bytes.
+    """
+    metadata_number = layout.value[0]
+    envelope_number = layout.value[7]
+    encoded_keys = {key.encode() for key in metadata_updates}
+    parts: list[bytes] = []
+    envelope: bytes | None = None
+    for field in iter_fields(packet):
+        number = field.number
+        if number == metadata_number and field.wire_type == LEN and encoded_keys:
+            key = _entry_key(packet, field.value_start, field.end)
+            if key in encoded_keys:
+                continue
+        elif number == envelope_number and field.wire_type == LEN and sequence is not None:
+            value = packet[field.value_start : field.end]
+            envelope = value if envelope is None else envelope + value
+            continue
+        parts.append(packet[field.start : field.end])
+    for key, value in metadata_updates.items():
+        entry = encode_string_field(1, key) + encode_string_field(2, value)
+        parts.append(encode_len_field(metadata_number, entry))
+    if sequence is not None:
+        stream_id, number = sequence
+        parts.append(
+            encode_len_field(envelope_number, _restamp_envelope(envelope or b"", stream_id, number))
+        )
+    return b"".join(parts)
+
+
+def _entry_key(data: bytes, start: int, end: int) -> bytes | None:
+    """The raw key bytes of the map entry in ``data[start:end]`` (None when it has none)."""
+    entry = data[start:end]
+    key: bytes | None = None
+    for field in iter_fields(entry):
+        if field.number == 1 and field.wire_type == LEN:
+            key = entry[field.value_start : field.end]
+    return key

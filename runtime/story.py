@@ -1,0 +1,191 @@
+"""The Story resource (``bubustack.io/v1alpha1``) as typed msgspec structs.
+
+Unknown fields are ignored (newer operators must not break us); a wrong type or a broken
+reference is a :class:`StoryError` whose message names the source file and the JSON path of
+the bad field, e.g. ``$.spec.steps[1].needs[0]``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, final
+
+import msgspec
+import yaml
+
+from bobravoz.runtime.settings import StreamingSettings
+
+PrimitiveType = Literal["condition", "parallel", "sleep", "stop", "wait", "executeStory", "gate"]
+_PATH = re.compile(r"at `(\$[^`]*)`")
+
+
+@final
+class StoryError(ValueError):
+    """A Story that cannot be used; ``path`` is the JSON path of the offending field."""
+
+    def __init__(self, source: str, path: str, message: str) -> None:
+        super().__init__(f"{source}: {path}: {message}")
+        self.source = source
+        self.path = path
+
+
+class _Model(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Base of the resource structs: camelCase keys, unknown fields ignored."""
+
+
+@final
+class ObjectMeta(_Model):
+    """The parts of ``metadata`` bobravoz reads."""
+
+    name: str
+    namespace: str = "default"
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+@final
+class EngramRef(_Model):
+    """``steps[].ref``: the engram a step runs."""
+
+    name: str
+    namespace: str | None = None
+
+
+@final
+class Step(_Model):
+    """One step of a Story."""
+
+    name: str
+    id: str | None = None
+    needs: tuple[str, ...] = ()
+    type: PrimitiveType | None = None
+    if_: str | None = msgspec.field(default=None, name="if")
+    ref: EngramRef | None = None
+    with_: dict[str, Any] | None = msgspec.field(default=None, name="with")
+    transport: str | None = None
+    runtime: Any = None
+    secrets: Any = None
+    execution: Any = None
+
+    @property
+    def step_id(self) -> str:
+        """The step's id: ``id`` when set, else ``name``."""
+        return self.id or self.name
+
+    @property
+    def is_engram(self) -> bool:
+        """True for steps that run an engram (a ``ref`` and no primitive ``type``)."""
+        return self.ref is not None and self.type is None
+
+
+@final
+class StoryTransport(_Model):
+    """``spec.transports[]``."""
+
+    name: str
+    transport_ref: str | None = None
+    description: str | None = None
+    streaming: StreamingSettings | None = None
+    settings: Any = None
+
+
+@final
+class TransportStatus(_Model):
+    """``status.transports[]``."""
+
+    name: str
+    transport_ref: str | None = None
+    mode: str | None = None
+    mode_reason: str | None = None
+
+
+@final
+class StorySpec(_Model):
+    """``spec``."""
+
+    pattern: Literal["batch", "realtime"] = "batch"
+    steps: tuple[Step, ...] = ()
+    transports: tuple[StoryTransport, ...] = ()
+
+
+@final
+class StoryStatus(_Model):
+    """``status`` (only the transports part)."""
+
+    transports: tuple[TransportStatus, ...] = ()
+
+
+@final
+class Story(_Model):
+    """A Story resource."""
+
+    metadata: ObjectMeta
+    spec: StorySpec
+    api_version: str = "bubustack.io/v1alpha1"
+    kind: str = "Story"
+    status: StoryStatus | None = None
+
+
+def _check_semantics(story: Story, source: str) -> None:
+    steps = story.spec.steps
+    if not steps:
+        raise StoryError(source, "$.spec.steps", "a Story needs at least one step")
+    transports = {transport.name for transport in story.spec.transports}
+    seen: dict[str, int] = {}
+    names: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        where = f"$.spec.steps[{index}]"
+        if not step.name.strip():
+            raise StoryError(source, f"{where}.name", "step name is empty")
+        if step.step_id in seen:
+            raise StoryError(source, where, f"step id {step.step_id!r} is used twice")
+        for position, need in enumerate(step.needs):
+            if need not in names and need not in seen:
+                known = need in {s.name for s in steps} | {s.step_id for s in steps}
+                why = "names a later step (Story order is the graph's order)" if known else (
+                    "names no step of this Story"
+                )
+                raise StoryError(
+                    source, f"{where}.needs[{position}]",
+                    f"step {step.name!r} needs {need!r}, which {why}",
+                )
+        if step.transport is not None and step.transport not in transports:
+            raise StoryError(
+                source, f"{where}.transport",
+                f"step {step.name!r} uses transport {step.transport!r}, not declared in "
+                "spec.transports",
+            )
+        if step.ref is None and step.type is None:
+            raise StoryError(source, where, f"step {step.name!r} has neither ref nor type")
+        seen[step.step_id] = index
+        names[step.name] = index
+
+
+def parse_story(text: str | bytes, *, source: str = "<story>") -> Story:
+    """Parse and check a Story from YAML (or JSON) text; raise StoryError naming the field."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise StoryError(source, "$", f"not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise StoryError(source, "$", "a Story must be a mapping")
+    try:
+        story = msgspec.convert(document, Story)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        match = _PATH.search(message)
+        path = match.group(1) if match else "$"
+        raise StoryError(source, path, _PATH.sub("", message).rstrip(" -")) from None
+    _check_semantics(story, source)
+    return story
+
+
+def load_story(path: str | Path) -> Story:
+    """Read and parse the Story file at ``path``."""
+    location = Path(path)
+    try:
+        text = location.read_text()
+    except OSError as error:
+        raise StoryError(str(location), "$", f"cannot read: {error.strerror}") from None
+    return parse_story(text, source=str(location))

@@ -1,0 +1,220 @@
+"""A Story's streaming graph: steps, edges, and each edge's mode and settings. Pure.
+
+Routing follows the Go hub: a packet from step X goes, in Story order, to every later step
+that needs X; a step with an empty ``needs`` depends on every earlier step; when X names a
+``transport``, only steps on that same transport are candidates. The per-step mode follows
+the BubuStack operator's topology analysis (reference notes §2.5): X is ``p2p`` iff neither X
+nor its single downstream needs the hub (``if`` or ``runtime``), X has exactly one downstream,
+and every upstream of X is itself ``p2p`` with X as its only downstream. ``routing.mode`` in
+the merged settings forces ``hub``, or asks for ``p2p`` (refused when the rule says no).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, final
+
+import msgspec
+
+from bobravoz.runtime.settings import (
+    ResolvedBuffer,
+    StreamingSettings,
+    merge_settings,
+    resolve_buffer,
+)
+from bobravoz.runtime.story import Step, Story
+
+EdgeMode = Literal["hub", "p2p"]
+
+
+@final
+class TopologyError(ValueError):
+    """The Story cannot be wired as asked (the message names the step)."""
+
+
+@final
+class StepNode(msgspec.Struct, frozen=True, kw_only=True):
+    """One step as the transport sees it."""
+
+    id: str
+    name: str
+    index: int
+    engram: str | None = None
+    primitive: str | None = None
+    transport: str | None = None
+    needs: tuple[str, ...] = ()
+    mode: EdgeMode = "hub"
+    mode_reason: str = ""
+
+
+@final
+class Edge(msgspec.Struct, frozen=True, kw_only=True):
+    """A stream from ``source`` to ``target`` (step ids) and how it is carried."""
+
+    source: str
+    target: str
+    mode: EdgeMode
+    mode_reason: str
+    transport: str | None
+    settings: StreamingSettings
+    buffer: ResolvedBuffer
+
+
+@final
+class Topology(msgspec.Struct, frozen=True, kw_only=True):
+    """The graph of one Story: steps in Story order and every edge between them."""
+
+    story_name: str
+    namespace: str
+    steps: tuple[StepNode, ...]
+    edges: tuple[Edge, ...]
+
+    def has_step(self, step_id: str) -> bool:
+        """Whether ``step_id`` is a step of this Story."""
+        return any(node.id == step_id for node in self.steps)
+
+    def step(self, step_id: str) -> StepNode:
+        """The step ``step_id``; KeyError naming it when absent."""
+        for node in self.steps:
+            if node.id == step_id:
+                return node
+        raise KeyError(f"step {step_id!r} is not in Story {self.story_name!r}")
+
+    def downstream_of(self, step_id: str) -> tuple[Edge, ...]:
+        """Edges leaving ``step_id``, in Story order of their targets."""
+        return tuple(edge for edge in self.edges if edge.source == step_id)
+
+    def upstream_of(self, step_id: str) -> tuple[Edge, ...]:
+        """Edges arriving at ``step_id``, in Story order of their sources."""
+        return tuple(edge for edge in self.edges if edge.target == step_id)
+
+    def streaming_steps(self) -> tuple[StepNode, ...]:
+        """The engram steps: each gets a connector and a running engram."""
+        return tuple(node for node in self.steps if node.engram is not None)
+
+
+def _needs_hub(step: Step) -> bool:
+    return bool((step.if_ or "").strip()) or step.runtime not in (None, "", {}, [])
+
+
+def _step_settings(
+    story: Story, step: Step, defaults: Mapping[str, StreamingSettings]
+) -> StreamingSettings:
+    if step.transport is None:
+        return StreamingSettings()
+    declared = next(t for t in story.spec.transports if t.name == step.transport)
+    base = defaults.get(declared.transport_ref or "", None)
+    return merge_settings(base, declared.streaming)
+
+
+def compute_topology(
+    story: Story, *, transport_defaults: Mapping[str, StreamingSettings] | None = None
+) -> Topology:
+    """The topology of ``story`` (checked by :func:`~bobravoz.runtime.story.parse_story`).
+
+    ``transport_defaults`` maps a Transport's name to its ``spec.streaming`` defaults.
+    """
+    defaults = transport_defaults or {}
+    steps = story.spec.steps
+    ids = [step.step_id for step in steps]
+    by_name = {step.name: step.step_id for step in steps}
+    # Go hub rule: empty needs = every earlier step.
+    upstream: dict[str, tuple[str, ...]] = {}
+    for index, step in enumerate(steps):
+        if step.needs:
+            upstream[step.step_id] = tuple(by_name.get(need, need) for need in step.needs)
+        else:
+            upstream[step.step_id] = tuple(ids[:index])
+    targets: dict[str, list[str]] = {step_id: [] for step_id in ids}
+    for index, step in enumerate(steps):
+        for later in steps[index + 1 :]:
+            if step.step_id not in upstream[later.step_id]:
+                continue
+            if step.transport is not None and later.transport != step.transport:
+                continue
+            targets[step.step_id].append(later.step_id)
+    literal_downstream = {
+        step.step_id: [s.step_id for s in steps if step.name in s.needs or step.step_id in s.needs]
+        for step in steps
+    }
+    by_id = {step.step_id: step for step in steps}
+    settings = {step.step_id: _step_settings(story, step, defaults) for step in steps}
+    modes: dict[str, tuple[EdgeMode, str]] = {}
+    for step in steps:
+        modes[step.step_id] = _mode(step, by_id, literal_downstream, modes, settings[step.step_id])
+    nodes = tuple(
+        StepNode(
+            id=step.step_id,
+            name=step.name,
+            index=index,
+            engram=step.ref.name if step.is_engram and step.ref is not None else None,
+            primitive=step.type,
+            transport=step.transport,
+            needs=upstream[step.step_id],
+            mode=modes[step.step_id][0],
+            mode_reason=modes[step.step_id][1],
+        )
+        for index, step in enumerate(steps)
+    )
+    edges = tuple(
+        Edge(
+            source=step.step_id,
+            target=target,
+            mode=modes[step.step_id][0],
+            mode_reason=modes[step.step_id][1],
+            transport=step.transport,
+            settings=settings[step.step_id],
+            buffer=resolve_buffer(settings[step.step_id]),
+        )
+        for step in steps
+        for target in targets[step.step_id]
+    )
+    return Topology(
+        story_name=story.metadata.name,
+        namespace=story.metadata.namespace,
+        steps=nodes,
+        edges=edges,
+    )
+
+
+def _mode(
+    step: Step,
+    by_id: Mapping[str, Step],
+    downstream: Mapping[str, list[str]],
+    decided: Mapping[str, tuple[EdgeMode, str]],
+    settings: StreamingSettings,
+) -> tuple[EdgeMode, str]:
+    forced = settings.routing.mode if settings.routing else None
+    if forced == "hub":
+        return "hub", "routing.mode forces hub"
+    reason = _p2p_obstacle(step, by_id, downstream, decided)
+    if forced == "p2p" and reason is not None:
+        raise TopologyError(f"step {step.name!r}: routing.mode p2p is impossible: {reason}")
+    if reason is not None:
+        return "hub", reason
+    return "p2p", "single downstream, no per-packet templating"
+
+
+def _p2p_obstacle(
+    step: Step,
+    by_id: Mapping[str, Step],
+    downstream: Mapping[str, list[str]],
+    decided: Mapping[str, tuple[EdgeMode, str]],
+) -> str | None:
+    if not step.is_engram:
+        return "primitive steps are evaluated in the hub"
+    if _needs_hub(step):
+        return "the step has per-packet templating (if/runtime)"
+    targets = downstream[step.step_id]
+    if not targets:
+        return "terminal step (no downstream)"
+    if len(targets) > 1:
+        return f"fan-out to {len(targets)} steps"
+    target = by_id[targets[0]]
+    if not target.is_engram or _needs_hub(target):
+        return f"downstream step {target.name!r} needs the hub"
+    for upstream_id, outs in downstream.items():
+        if step.step_id in outs:
+            if decided.get(upstream_id, ("hub", ""))[0] != "p2p" or len(outs) != 1:
+                return f"fan-in from hub-routed step {by_id[upstream_id].name!r}"
+    return None

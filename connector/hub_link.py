@@ -22,7 +22,7 @@ from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
 from bobravoz.runtime.channel import BoundedChannel, ChannelLimits, DropReason
 from bobravoz.runtime.grpc_bridge import ClientStream, open_grpc_channel
 from bobravoz.runtime.hub import PROCESS_METHOD
-from bobravoz.runtime.metrics import BindingCounters, TransportMetrics
+from bobravoz.runtime.metrics import BindingCounters, DepthProbe, TransportMetrics
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class HubLink:
         metrics.depth_probes[f"{config.identity.key}:inbox"] = self._depth(self.inbox)
 
     @staticmethod
-    def _depth(channel: BoundedChannel[bytes]) -> object:
+    def _depth(channel: BoundedChannel[bytes]) -> DepthProbe:
         def probe() -> tuple[int, int]:
             stats = channel.statistics()
             return stats.depth, stats.depth_bytes

@@ -43,8 +43,16 @@ def _spawn(argv: list[str]) -> subprocess.Popen[str]:
 def run_case(kind: str, count: int, rate: float, size: int) -> dict[str, Any]:
     """One producer → server → consumer run; ``kind`` is ``hub`` or ``relay``."""
     if kind == "hub":
-        server_argv = [sys.executable, "-m", "bobravoz.sdk.cli", "hub",
-                       "--listen", "127.0.0.1:0", "--story", str(STORY)]
+        server_argv = [
+            sys.executable,
+            "-m",
+            "bobravoz.sdk.cli",
+            "hub",
+            "--listen",
+            "127.0.0.1:0",
+            "--story",
+            str(STORY),
+        ]
     else:
         server_argv = [sys.executable, "-m", "loadtests.relay"]
     server = _spawn(server_argv)
@@ -85,8 +93,11 @@ def main() -> int:
         for kind in ("relay", "hub"):
             result = run_case(kind, args.count, 0.0, args.size)
             peaks[kind].append(result["rate"])
-            print(f"round {round_number} {kind:5s} peak {result['rate']:9.0f} packets/s "
-                  f"({result['received']}/{args.count} received)", flush=True)
+            print(
+                f"round {round_number} {kind:5s} peak {result['rate']:9.0f} packets/s "
+                f"({result['received']}/{args.count} received)",
+                flush=True,
+            )
     hub_peak = statistics.median(peaks["hub"])
     relay_peak = statistics.median(peaks["relay"])
     half = hub_peak / 2
@@ -96,15 +107,29 @@ def main() -> int:
     print()
     print(f"{'':22s}{'baseline relay':>16s}{'hub':>14s}")
     print(f"{'peak packets/s':22s}{relay_peak:16.0f}{hub_peak:14.0f}")
-    print(f"{'p50 ms @ ' + format(half, '.0f') + '/s':22s}"
-          f"{latency['relay']['p50_ms']:16.2f}{latency['hub']['p50_ms']:14.2f}")
-    print(f"{'p99 ms @ ' + format(half, '.0f') + '/s':22s}"
-          f"{latency['relay']['p99_ms']:16.2f}{latency['hub']['p99_ms']:14.2f}")
+    print(
+        f"{'p50 ms @ ' + format(half, '.0f') + '/s':22s}"
+        f"{latency['relay']['p50_ms']:16.2f}{latency['hub']['p50_ms']:14.2f}"
+    )
+    print(
+        f"{'p99 ms @ ' + format(half, '.0f') + '/s':22s}"
+        f"{latency['relay']['p99_ms']:16.2f}{latency['hub']['p99_ms']:14.2f}"
+    )
     print(f"hub/baseline throughput ratio: {ratio:.2f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench.json").write_text(json.dumps(
-        {"peaks": peaks, "hub_peak": hub_peak, "relay_peak": relay_peak, "ratio": ratio,
-         "latency_rate": half, "latency": latency}, indent=2))
+    (RESULTS / "bench.json").write_text(
+        json.dumps(
+            {
+                "peaks": peaks,
+                "hub_peak": hub_peak,
+                "relay_peak": relay_peak,
+                "ratio": ratio,
+                "latency_rate": half,
+                "latency": latency,
+            },
+            indent=2,
+        )
+    )
     lost = [kind for kind, result in latency.items() if result["received"] < count]
     if lost:
         print(f"packets missing in the latency run of: {', '.join(lost)}", file=sys.stderr)

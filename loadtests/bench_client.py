@@ -50,16 +50,17 @@ def frame_payload(packet: bytes) -> bytes:
 
 async def produce(host: str, port: int, count: int, rate: float, size: int) -> dict[str, Any]:
     """Send ``count`` packets (``rate`` per second, 0 = as fast as possible)."""
-    template = bytes(
-        ProcessRequest(packet=DataPacket(binary=BinaryFrame(payload=b"\x00" * size)))
-    )
+    template = bytes(ProcessRequest(packet=DataPacket(binary=BinaryFrame(payload=b"\x00" * size))))
     prefix = template[: len(template) - size]
     padding = b"\x00" * (size - HEADER.size)
     channel = Channel(host, port, codec=ForwardingCodec())
     started = time.perf_counter()
     try:
         async with channel.request(
-            METHOD, grpclib.const.Cardinality.STREAM_STREAM, RawMessage, RawMessage,
+            METHOD,
+            grpclib.const.Cardinality.STREAM_STREAM,
+            RawMessage,
+            RawMessage,
             metadata=headers("producer"),
         ) as stream:
             await stream.send_request()
@@ -85,7 +86,10 @@ async def consume(host: str, port: int, count: int, idle: float) -> dict[str, An
     first = last = 0.0
     try:
         async with channel.request(
-            METHOD, grpclib.const.Cardinality.STREAM_STREAM, RawMessage, RawMessage,
+            METHOD,
+            grpclib.const.Cardinality.STREAM_STREAM,
+            RawMessage,
+            RawMessage,
             metadata=headers("consumer"),
         ) as stream:
             await stream.send_request()

@@ -175,13 +175,13 @@ def retarget_packet(
             envelope = value if envelope is None else envelope + value
             continue
         parts.append(packet[field.start : field.end])
-    for key, value in metadata_updates.items():
-        entry = encode_string_field(1, key) + encode_string_field(2, value)
+    for new_key, new_value in metadata_updates.items():
+        entry = encode_string_field(1, new_key) + encode_string_field(2, new_value)
         parts.append(encode_len_field(metadata_number, entry))
     if sequence is not None:
-        stream_id, number = sequence
+        stream_id, stamp = sequence
         parts.append(
-            encode_len_field(envelope_number, _restamp_envelope(envelope or b"", stream_id, number))
+            encode_len_field(envelope_number, _restamp_envelope(envelope or b"", stream_id, stamp))
         )
     return b"".join(parts)
 

@@ -50,7 +50,7 @@ class ContractError(ValueError):
         self.violation = violation
 
 
-class _Invalid(Exception):
+class _InvalidError(Exception):
     def __init__(self, field: str, reason: str, message: str) -> None:
         self.violation = ContractViolation(field, reason, message)
 
@@ -59,9 +59,9 @@ def _text(data: bytes, path: str, limit: int) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Invalid(path, "malformed", "not valid UTF-8") from None
+        raise _InvalidError(path, "malformed", "not valid UTF-8") from None
     if len(text) > limit:
-        raise _Invalid(path, "too_long", f"{len(text)} characters, the limit is {limit}")
+        raise _InvalidError(path, "too_long", f"{len(text)} characters, the limit is {limit}")
     return text
 
 
@@ -80,7 +80,7 @@ def _uint32(value: int) -> int:
 
 def _expect(field_wire: int, wanted: int, path: str) -> None:
     if field_wire != wanted:
-        raise _Invalid(path, "malformed", f"wrong wire type {field_wire}")
+        raise _InvalidError(path, "malformed", f"wrong wire type {field_wire}")
 
 
 def _check_metadata_entry(entry: bytes, path: str, *, value_limit: int = MAX_METADATA_VALUE) -> str:
@@ -94,11 +94,15 @@ def _check_metadata_entry(entry: bytes, path: str, *, value_limit: int = MAX_MET
             value = _text(raw, path, 10**9)
     where = f"{path}[{key!r}]"
     if not key:
-        raise _Invalid(path, "empty_key", "metadata keys must be 1 to 128 characters")
+        raise _InvalidError(path, "empty_key", "metadata keys must be 1 to 128 characters")
     if len(key) > MAX_METADATA_KEY:
-        raise _Invalid(where, "too_long", f"key of {len(key)} characters, limit {MAX_METADATA_KEY}")
+        raise _InvalidError(
+            where, "too_long", f"key of {len(key)} characters, limit {MAX_METADATA_KEY}"
+        )
     if len(value) > value_limit:
-        raise _Invalid(where, "too_long", f"value of {len(value)} characters, limit {value_limit}")
+        raise _InvalidError(
+            where, "too_long", f"value of {len(value)} characters, limit {value_limit}"
+        )
     return key
 
 
@@ -112,10 +116,12 @@ def _check_frame(kind: str, data: bytes) -> None:
             size = field.end - field.value_start
             if size > MAX_FRAME_BYTES:
                 name = "pcm" if kind == "audio" else "payload"
-                raise _Invalid(f"{kind}.{name}", "too_large", f"{size} bytes, limit 10 MiB")
+                raise _InvalidError(f"{kind}.{name}", "too_large", f"{size} bytes, limit 10 MiB")
         elif kind == "audio":
             if number in (2, 3):
-                _expect(field.wire_type, VARINT, f"audio.{('sample_rate_hz', 'channels')[number - 2]}")
+                _expect(
+                    field.wire_type, VARINT, f"audio.{('sample_rate_hz', 'channels')[number - 2]}"
+                )
                 value = _int32(_varint(data, field.value_start))
                 if number == 2:
                     seen_rate = value
@@ -133,15 +139,17 @@ def _check_frame(kind: str, data: bytes) -> None:
                 _expect(field.wire_type, VARINT, f"video.{name}")
                 value = _uint32(_varint(data, field.value_start))
                 if value > 16384:
-                    raise _Invalid(f"video.{name}", "out_of_range", f"{value} > 16384")
+                    raise _InvalidError(f"video.{name}", "out_of_range", f"{value} > 16384")
         elif number == 2:  # binary mime_type
             _expect(field.wire_type, LEN, "binary.mime_type")
             _text(data[field.value_start : field.end], "binary.mime_type", 255)
     if kind == "audio":
         if not 8000 <= seen_rate <= 192000:
-            raise _Invalid("audio.sample_rate_hz", "out_of_range", f"{seen_rate} not in 8000..192000")
+            raise _InvalidError(
+                "audio.sample_rate_hz", "out_of_range", f"{seen_rate} not in 8000..192000"
+            )
         if not 1 <= seen_channels <= 8:
-            raise _Invalid("audio.channels", "out_of_range", f"{seen_channels} not in 1..8")
+            raise _InvalidError("audio.channels", "out_of_range", f"{seen_channels} not in 1..8")
 
 
 def _check_transport(data: bytes, path: str) -> None:
@@ -170,8 +178,13 @@ def _check_envelope(data: bytes) -> None:
             _expect(field.wire_type, LEN, f"envelope.{name}")
             values[name] = _text(data[field.value_start : field.end], f"envelope.{name}", 128)
         elif 2 <= field.number <= 8:
-            name = {2: "sequence", 5: "chunk_index", 6: "chunk_count", 7: "chunk_bytes",
-                    8: "total_bytes"}[field.number]
+            name = {
+                2: "sequence",
+                5: "chunk_index",
+                6: "chunk_count",
+                7: "chunk_bytes",
+                8: "total_bytes",
+            }[field.number]
             _expect(field.wire_type, VARINT, f"envelope.{name}")
             raw = _varint(data, field.value_start)
             values[name] = raw if name == "sequence" else _uint32(raw)
@@ -180,29 +193,43 @@ def _check_envelope(data: bytes) -> None:
     chunk_bytes = int(values.get("chunk_bytes", 0))
     total_bytes = int(values.get("total_bytes", 0))
     if count > 256:
-        raise _Invalid("envelope.chunk_count", "out_of_range", f"{count} > 256")
+        raise _InvalidError("envelope.chunk_count", "out_of_range", f"{count} > 256")
     if chunk_bytes > MAX_FRAME_BYTES:
-        raise _Invalid("envelope.chunk_bytes", "out_of_range", f"{chunk_bytes} > 10 MiB")
+        raise _InvalidError("envelope.chunk_bytes", "out_of_range", f"{chunk_bytes} > 10 MiB")
     if total_bytes > 64 * MIB:
-        raise _Invalid("envelope.total_bytes", "out_of_range", f"{total_bytes} > 64 MiB")
+        raise _InvalidError("envelope.total_bytes", "out_of_range", f"{total_bytes} > 64 MiB")
     if count == 0:
-        for name, value in (("chunk_index", index), ("chunk_bytes", chunk_bytes),
-                            ("total_bytes", total_bytes), ("chunk_id", values.get("chunk_id", ""))):
+        for name, value in (
+            ("chunk_index", index),
+            ("chunk_bytes", chunk_bytes),
+            ("total_bytes", total_bytes),
+            ("chunk_id", values.get("chunk_id", "")),
+        ):
             if value:
-                raise _Invalid(
-                    f"envelope.{name}", "envelope_rule",
+                raise _InvalidError(
+                    f"envelope.{name}",
+                    "envelope_rule",
                     "stream_envelope.no_chunk_fields_without_count: chunk fields need chunk_count",
                 )
         return
     if not values.get("chunk_id"):
-        raise _Invalid("envelope.chunk_id", "envelope_rule",
-                       "stream_envelope.chunk_id_required: chunked packets need chunk_id")
+        raise _InvalidError(
+            "envelope.chunk_id",
+            "envelope_rule",
+            "stream_envelope.chunk_id_required: chunked packets need chunk_id",
+        )
     if not values.get("stream_id"):
-        raise _Invalid("envelope.stream_id", "envelope_rule",
-                       "stream_envelope.stream_id_required: chunked packets need stream_id")
+        raise _InvalidError(
+            "envelope.stream_id",
+            "envelope_rule",
+            "stream_envelope.stream_id_required: chunked packets need stream_id",
+        )
     if index >= count:
-        raise _Invalid("envelope.chunk_index", "envelope_rule",
-                       f"stream_envelope.chunk_index_less_than_count: {index} >= {count}")
+        raise _InvalidError(
+            "envelope.chunk_index",
+            "envelope_rule",
+            f"stream_envelope.chunk_index_less_than_count: {index} >= {count}",
+        )
 
 
 def _check_packet(data: bytes, layout: PacketLayout) -> None:
@@ -232,16 +259,20 @@ def _check_packet(data: bytes, layout: PacketLayout) -> None:
             _expect(field.wire_type, LEN, "payload" if number == payload_n else "inputs")
     del pairs
     if len(keys) > MAX_METADATA_PAIRS:
-        raise _Invalid("metadata", "too_many", f"{len(keys)} pairs, limit {MAX_METADATA_PAIRS}")
+        raise _InvalidError(
+            "metadata", "too_many", f"{len(keys)} pairs, limit {MAX_METADATA_PAIRS}"
+        )
     if transports > MAX_TRANSPORTS:
-        raise _Invalid("transports", "too_many", f"{transports} descriptors, limit {MAX_TRANSPORTS}")
+        raise _InvalidError(
+            "transports", "too_many", f"{transports} descriptors, limit {MAX_TRANSPORTS}"
+        )
 
 
 def validate_packet(data: bytes, layout: PacketLayout) -> ContractViolation | None:
     """Check a packet's bytes against the contract; the first violation found, or None."""
     try:
         _check_packet(data, layout)
-    except _Invalid as invalid:
+    except _InvalidError as invalid:
         return invalid.violation
     except (WireFormatError, IndexError) as error:
         return ContractViolation("packet", "malformed", f"not a valid message: {error}")
@@ -263,8 +294,10 @@ def validate_flow(data: bytes) -> ContractViolation | None:
                         _text(entry[inner.value_start : inner.end], where, 128)
                 acks += 1
         if acks > MAX_PARTITION_ACKS:
-            raise _Invalid("partition_acks", "too_many", f"{acks} acks, limit {MAX_PARTITION_ACKS}")
-    except _Invalid as invalid:
+            raise _InvalidError(
+                "partition_acks", "too_many", f"{acks} acks, limit {MAX_PARTITION_ACKS}"
+            )
+    except _InvalidError as invalid:
         return invalid.violation
     except (WireFormatError, IndexError) as error:
         return ContractViolation("flow", "malformed", f"not a valid message: {error}")
@@ -282,7 +315,7 @@ def _check_control(data: bytes, *, response: bool) -> None:
         elif field.number == 3:
             problem = validate_flow(data[field.value_start : field.end])
             if problem is not None:
-                raise _Invalid(f"flow.{problem.field}", problem.reason, problem.message)
+                raise _InvalidError(f"flow.{problem.field}", problem.reason, problem.message)
         elif field.number == 5 and response:
             error = data[field.value_start : field.end]
             details = 0
@@ -290,19 +323,19 @@ def _check_control(data: bytes, *, response: bool) -> None:
                 if inner.number == 1:
                     code = _int32(_varint(error, inner.value_start))
                     if code < 0:
-                        raise _Invalid("error.code", "negative", f"{code} < 0")
+                        raise _InvalidError("error.code", "negative", f"{code} < 0")
                 elif inner.number == 2:
                     _text(error[inner.value_start : inner.end], "error.message", 2048)
                 elif inner.number == 3:
                     _check_metadata_entry(error[inner.value_start : inner.end], "error.details")
                     details += 1
             if details > 50:
-                raise _Invalid("error.details", "too_many", f"{details} pairs, limit 50")
+                raise _InvalidError("error.details", "too_many", f"{details} pairs, limit 50")
 
 
 def validate_message(message: betterproto2.Message) -> ContractViolation | None:
     """Validate a typed message: packets, FlowControl, ControlRequest or ControlResponse."""
-    from bobravoz.protocol.gen.transport.v1 import (  # noqa: PLC0415 - keep import light
+    from bobravoz.protocol.gen.transport.v1 import (
         ControlRequest,
         ControlResponse,
         DataPacket,
@@ -331,7 +364,7 @@ def validate_message(message: betterproto2.Message) -> ContractViolation | None:
     if isinstance(message, ControlRequest | ControlResponse):
         try:
             _check_control(data, response=isinstance(message, ControlResponse))
-        except _Invalid as invalid:
+        except _InvalidError as invalid:
             return invalid.violation
         return None
     raise TypeError(f"no contract check for {type(message).__name__}")

@@ -172,9 +172,7 @@ def _tag_map(source: PacketLayout, target: PacketLayout) -> dict[int, bytes]:
 
 
 _TAG_MAPS: Final = {
-    (source, target): _tag_map(source, target)
-    for source in PacketLayout
-    for target in PacketLayout
+    (source, target): _tag_map(source, target) for source in PacketLayout for target in PacketLayout
 }
 
 

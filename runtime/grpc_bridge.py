@@ -46,7 +46,7 @@ class RawMessage:
 
 
 @final
-class ForwardingCodec(CodecBase):  # type: ignore[misc]
+class ForwardingCodec(CodecBase):
     """A grpclib codec that forwards ``bytes`` untouched and encodes typed messages.
 
     Data paths declare :class:`RawMessage` and see raw bytes; control paths may declare a
@@ -405,7 +405,9 @@ async def serve_grpc(
         bound = endpoint
     else:
         await trio_asyncio.aio_as_trio(server.start)(endpoint.host, endpoint.port)
-        sockets = server._server.sockets  # noqa: SLF001 - grpclib exposes no bound address
+        listener = server._server  # noqa: SLF001 - grpclib exposes no bound address
+        assert listener is not None
+        sockets = listener.sockets  # type: ignore[attr-defined]
         bound = Endpoint(host=endpoint.host, port=int(sockets[0].getsockname()[1]))
     try:
         task_status.started(GrpcServer(bound))

@@ -36,7 +36,7 @@ DepthProbe = Callable[[], tuple[int, int]]
 
 
 @final
-class TransportMetrics(Collector):  # type: ignore[misc]
+class TransportMetrics(Collector):
     """All metrics of one process (``component`` is ``hub`` or ``connector``)."""
 
     def __init__(self, registry: CollectorRegistry, *, component: str) -> None:

@@ -21,7 +21,7 @@ class _Group(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_def
 
 
 @final
-class BufferSettings(_Group):
+class BufferSettings(_Group, frozen=True):
     """``backpressure.buffer``."""
 
     max_messages: int | None = None
@@ -31,14 +31,14 @@ class BufferSettings(_Group):
 
 
 @final
-class Backpressure(_Group):
+class Backpressure(_Group, frozen=True):
     """``backpressure``."""
 
     buffer: BufferSettings | None = None
 
 
 @final
-class Credits(_Group):
+class Credits(_Group, frozen=True):
     """``flowControl.initialCredits``."""
 
     messages: int | None = None
@@ -46,7 +46,7 @@ class Credits(_Group):
 
 
 @final
-class AckEvery(_Group):
+class AckEvery(_Group, frozen=True):
     """``flowControl.ackEvery``."""
 
     messages: int | None = None
@@ -55,14 +55,14 @@ class AckEvery(_Group):
 
 
 @final
-class Threshold(_Group):
+class Threshold(_Group, frozen=True):
     """``flowControl.pauseThreshold`` / ``resumeThreshold``."""
 
     buffer_pct: int | None = None
 
 
 @final
-class FlowControlSettings(_Group):
+class FlowControlSettings(_Group, frozen=True):
     """``flowControl``."""
 
     mode: Literal["none", "credits", "window"] | None = None
@@ -73,7 +73,7 @@ class FlowControlSettings(_Group):
 
 
 @final
-class Replay(_Group):
+class Replay(_Group, frozen=True):
     """``delivery.replay``."""
 
     mode: Literal["none", "memory", "durable"] | None = None
@@ -82,7 +82,7 @@ class Replay(_Group):
 
 
 @final
-class Delivery(_Group):
+class Delivery(_Group, frozen=True):
     """``delivery``."""
 
     ordering: Literal["none", "per_stream", "per_partition"] | None = None
@@ -91,14 +91,14 @@ class Delivery(_Group):
 
 
 @final
-class RuleTarget(_Group):
+class RuleTarget(_Group, frozen=True):
     """``routing.rules[].target``."""
 
     steps: tuple[str, ...] = ()
 
 
 @final
-class RoutingRule(_Group):
+class RoutingRule(_Group, frozen=True):
     """``routing.rules[]``."""
 
     name: str | None = None
@@ -108,7 +108,7 @@ class RoutingRule(_Group):
 
 
 @final
-class Routing(_Group):
+class Routing(_Group, frozen=True):
     """``routing``."""
 
     mode: Literal["auto", "hub", "p2p"] | None = None
@@ -118,7 +118,7 @@ class Routing(_Group):
 
 
 @final
-class Lane(_Group):
+class Lane(_Group, frozen=True):
     """``lanes[]``."""
 
     name: str
@@ -129,7 +129,7 @@ class Lane(_Group):
 
 
 @final
-class FanIn(_Group):
+class FanIn(_Group, frozen=True):
     """``fanIn``."""
 
     mode: Literal["all", "any", "quorum"] | None = None
@@ -139,7 +139,7 @@ class FanIn(_Group):
 
 
 @final
-class Partitioning(_Group):
+class Partitioning(_Group, frozen=True):
     """``partitioning``."""
 
     mode: Literal["none", "preserve", "hash"] | None = None
@@ -149,7 +149,7 @@ class Partitioning(_Group):
 
 
 @final
-class Lifecycle(_Group):
+class Lifecycle(_Group, frozen=True):
     """``lifecycle``."""
 
     strategy: Literal["rolling", "drain_cutover", "blue_green"] | None = None
@@ -158,7 +158,7 @@ class Lifecycle(_Group):
 
 
 @final
-class Observability(_Group):
+class Observability(_Group, frozen=True):
     """``observability`` (kept as free JSON per sub-group)."""
 
     metrics: dict[str, Any] | None = None
@@ -167,7 +167,7 @@ class Observability(_Group):
 
 
 @final
-class Recording(_Group):
+class Recording(_Group, frozen=True):
     """``recording``."""
 
     mode: Literal["off", "metadata", "payload"] | None = None
@@ -177,7 +177,7 @@ class Recording(_Group):
 
 
 @final
-class StreamingSettings(_Group):
+class StreamingSettings(_Group, frozen=True):
     """``TransportStreamingSettings``; None everywhere means "not set at this level"."""
 
     backpressure: Backpressure | None = None
@@ -199,7 +199,11 @@ class StreamingSettings(_Group):
                 if value is not None and value < 0:
                     raise ValueError(f"backpressure.buffer.{name} must be >= 0, got {value}")
         routing = self.routing
-        if routing is not None and routing.max_downstreams is not None and routing.max_downstreams < 1:
+        if (
+            routing is not None
+            and routing.max_downstreams is not None
+            and routing.max_downstreams < 1
+        ):
             raise ValueError("routing.maxDownstreams must be >= 1")
 
 

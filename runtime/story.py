@@ -35,7 +35,7 @@ class _Model(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 @final
-class ObjectMeta(_Model):
+class ObjectMeta(_Model, frozen=True):
     """The parts of ``metadata`` bobravoz reads."""
 
     name: str
@@ -45,7 +45,7 @@ class ObjectMeta(_Model):
 
 
 @final
-class EngramRef(_Model):
+class EngramRef(_Model, frozen=True):
     """``steps[].ref``: the engram a step runs."""
 
     name: str
@@ -53,7 +53,7 @@ class EngramRef(_Model):
 
 
 @final
-class Step(_Model):
+class Step(_Model, frozen=True):
     """One step of a Story."""
 
     name: str
@@ -80,7 +80,7 @@ class Step(_Model):
 
 
 @final
-class StoryTransport(_Model):
+class StoryTransport(_Model, frozen=True):
     """``spec.transports[]``."""
 
     name: str
@@ -91,7 +91,7 @@ class StoryTransport(_Model):
 
 
 @final
-class TransportStatus(_Model):
+class TransportStatus(_Model, frozen=True):
     """``status.transports[]``."""
 
     name: str
@@ -101,7 +101,7 @@ class TransportStatus(_Model):
 
 
 @final
-class StorySpec(_Model):
+class StorySpec(_Model, frozen=True):
     """``spec``."""
 
     pattern: Literal["batch", "realtime"] = "batch"
@@ -110,14 +110,14 @@ class StorySpec(_Model):
 
 
 @final
-class StoryStatus(_Model):
+class StoryStatus(_Model, frozen=True):
     """``status`` (only the transports part)."""
 
     transports: tuple[TransportStatus, ...] = ()
 
 
 @final
-class Story(_Model):
+class Story(_Model, frozen=True):
     """A Story resource."""
 
     metadata: ObjectMeta
@@ -143,16 +143,20 @@ def _check_semantics(story: Story, source: str) -> None:
         for position, need in enumerate(step.needs):
             if need not in names and need not in seen:
                 known = need in {s.name for s in steps} | {s.step_id for s in steps}
-                why = "names a later step (Story order is the graph's order)" if known else (
-                    "names no step of this Story"
+                why = (
+                    "names a later step (Story order is the graph's order)"
+                    if known
+                    else ("names no step of this Story")
                 )
                 raise StoryError(
-                    source, f"{where}.needs[{position}]",
+                    source,
+                    f"{where}.needs[{position}]",
                     f"step {step.name!r} needs {need!r}, which {why}",
                 )
         if step.transport is not None and step.transport not in transports:
             raise StoryError(
-                source, f"{where}.transport",
+                source,
+                f"{where}.transport",
                 f"step {step.name!r} uses transport {step.transport!r}, not declared in "
                 "spec.transports",
             )

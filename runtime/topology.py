@@ -214,7 +214,8 @@ def _p2p_obstacle(
     if not target.is_engram or _needs_hub(target):
         return f"downstream step {target.name!r} needs the hub"
     for upstream_id, outs in downstream.items():
-        if step.step_id in outs:
-            if decided.get(upstream_id, ("hub", ""))[0] != "p2p" or len(outs) != 1:
-                return f"fan-in from hub-routed step {by_id[upstream_id].name!r}"
+        if step.step_id in outs and (
+            decided.get(upstream_id, ("hub", ""))[0] != "p2p" or len(outs) != 1
+        ):
+            return f"fan-in from hub-routed step {by_id[upstream_id].name!r}"
     return None

@@ -388,10 +388,10 @@ def run_up(options: UpOptions) -> int:
         print("bobravoz up: interrupted; every process was stopped", file=sys.stderr)
         return 130
     except Exception as failure:
-        error = lone_exception(failure)
-        if not isinstance(error, RuntimeError | OSError):
+        cause = lone_exception(failure)
+        if not isinstance(cause, RuntimeError | OSError):
             raise
-        print(f"bobravoz up: {error}", file=sys.stderr)
+        print(f"bobravoz up: {cause}", file=sys.stderr)
         return 1
     print(summary.render())
     return 1 if summary.lost or summary.failed or summary.out_of_order else 0

@@ -39,9 +39,9 @@ class Proc:
                 return line
         return None
 
-    async def wait_for(self, event: str, timeout: float = 20.0) -> dict[str, Any]:
+    async def wait_for(self, event: str, limit: float = 20.0) -> dict[str, Any]:
         """Wait for a line with ``event``; fail if the process exits first."""
-        with trio.fail_after(timeout):
+        with trio.fail_after(limit):
             while (found := self.find(event)) is None:
                 if self.process.returncode is not None:
                     raise AssertionError(f"{self.name} exited {self.process.returncode}")
@@ -57,16 +57,26 @@ class Cluster:
     nursery: trio.Nursery
     scratch: Path
     procs: list[Proc] = field(default_factory=list)
+    logs: list[Any] = field(default_factory=list)
 
     async def start(
-        self, name: str, argv: list[str], env: Mapping[str, str] | None = None,
-        *, ready: bool = True,
+        self,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        ready: bool = True,
     ) -> Proc:
         """Start a process; with ``ready`` wait for its JSON readiness line."""
-        log = open(self.scratch / f"{name.replace('/', '_')}.log", "wb")  # noqa: SIM115
+        log = (self.scratch / f"{name.replace('/', '_')}.log").open("wb")
+        self.logs.append(log)
         process = await trio.lowlevel.open_process(
-            argv, env={**os.environ, "BOBRAVOZ_LOG_LEVEL": "INFO", **(env or {})},
-            stdout=-1, stderr=log, stdin=-3, cwd=REPO,
+            argv,
+            env={**os.environ, "BOBRAVOZ_LOG_LEVEL": "INFO", **(env or {})},
+            stdout=-1,
+            stderr=log,
+            stdin=-3,
+            cwd=REPO,
         )
         proc = Proc(name, process)
         self.procs.append(proc)
@@ -79,16 +89,32 @@ class Cluster:
         """A hub on a free port with metrics."""
         return await self.start(
             "hub",
-            [*CLI, "hub", "--listen", "127.0.0.1:0", "--story", str(story),
-             "--metrics", "127.0.0.1:0"],
+            [
+                *CLI,
+                "hub",
+                "--listen",
+                "127.0.0.1:0",
+                "--story",
+                str(story),
+                "--metrics",
+                "127.0.0.1:0",
+            ],
             env,
         )
 
-    async def connector(self, hub: Proc, step: str, *, storyrun: str = "run-1",
-                        namespace: str = "default", generation: int = 1) -> Proc:
+    async def connector(
+        self,
+        hub: Proc,
+        step: str,
+        *,
+        storyrun: str = "run-1",
+        namespace: str = "default",
+        generation: int = 1,
+    ) -> Proc:
         """A connector for ``step`` on a unix socket in the scratch folder."""
         return await self.start(
-            f"connector-{step}", [*CLI, "connector"],
+            f"connector-{step}",
+            [*CLI, "connector"],
             {
                 "BUBU_HUB_ENDPOINT": hub.find("ready")["listen"],  # type: ignore[index]
                 "BUBU_STORYRUN_ID": storyrun,
@@ -102,18 +128,25 @@ class Cluster:
             },
         )
 
-    async def engram(self, connector: Proc, step: str, program: str,
-                     config: Mapping[str, Any]) -> Proc:
+    async def engram(
+        self, connector: Proc, step: str, program: str, config: Mapping[str, Any]
+    ) -> Proc:
         """An example engram program bound to ``connector``."""
         binding = BindingEnvelope(
-            name=f"run-1-{step}-transport", namespace="default",
+            name=f"run-1-{step}-transport",
+            namespace="default",
             info=BindingInfo(endpoint=connector.find("ready")["listen"]),  # type: ignore[index]
         )
         return await self.start(
-            f"engram-{step}", [sys.executable, str(ENGRAMS / f"{program}.py")],
-            {"BUBU_TRANSPORT_BINDING": encode_binding(binding), "BUBU_STEP_NAME": step,
-             "BUBU_STORYRUN_ID": "run-1", "BUBU_POD_NAMESPACE": "default",
-             "BUBU_STEP_CONFIG": json.dumps(dict(config))},
+            f"engram-{step}",
+            [sys.executable, str(ENGRAMS / f"{program}.py")],
+            {
+                "BUBU_TRANSPORT_BINDING": encode_binding(binding),
+                "BUBU_STEP_NAME": step,
+                "BUBU_STORYRUN_ID": "run-1",
+                "BUBU_POD_NAMESPACE": "default",
+                "BUBU_STEP_CONFIG": json.dumps(dict(config)),
+            },
             ready=False,
         )
 
@@ -157,6 +190,8 @@ async def open_cluster(scratch: Path) -> AsyncIterator[Cluster]:
                     if proc.process.returncode is None:
                         proc.process.kill()
                         await proc.process.wait()
+                for log in cluster.logs:
+                    log.close()
             nursery.cancel_scope.cancel()
 
 
@@ -171,10 +206,12 @@ def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
     return samples
 
 
-def metric(samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
-           **labels: str) -> float:
+def metric(
+    samples: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
     """Sum of the samples named ``name`` whose labels include ``labels``."""
     return sum(
-        value for (sample_name, sample_labels), value in samples.items()
+        value
+        for (sample_name, sample_labels), value in samples.items()
         if sample_name == name and set(labels.items()) <= set(sample_labels)
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,12 @@ from procs import CLI, Proc, metric, open_cluster, scrape
 
 from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataPacket, ProcessRequest
 from bobravoz.runtime.endpoints import parse_endpoint
-from bobravoz.runtime.grpc_bridge import open_grpc_channel
+from bobravoz.runtime.grpc_bridge import open_grpc_channel, open_grpc_loop
 from bobravoz.runtime.handshake import BindingIdentity
 from bobravoz.runtime.hub import PROCESS_METHOD
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("grpc_loop")]
+pytestmark = pytest.mark.integration
 
 STORY = """
 apiVersion: bubustack.io/v1alpha1
@@ -40,7 +39,7 @@ def headers(**changes: str | None) -> dict[str, str]:
 
 async def refusal(hub: Proc, metadata: dict[str, str]) -> RemoteStatusError:
     endpoint = parse_endpoint(hub.find("ready")["listen"])  # type: ignore[index]
-    async with open_grpc_channel(endpoint) as channel:
+    async with open_grpc_loop(), open_grpc_channel(endpoint) as channel:
         with pytest.raises(RemoteStatusError) as caught:
             async with channel.open_stream(PROCESS_METHOD, metadata):
                 pass
@@ -50,8 +49,11 @@ async def refusal(hub: Proc, metadata: dict[str, str]) -> RemoteStatusError:
 @pytest.mark.parametrize(
     ("changes", "code", "named"),
     [
-        ({"bubu-transport-protocol": None}, StatusCode.FAILED_PRECONDITION,
-         "bubu-transport-protocol"),
+        (
+            {"bubu-transport-protocol": None},
+            StatusCode.FAILED_PRECONDITION,
+            "bubu-transport-protocol",
+        ),
         ({"bubu-transport-protocol": "2.0.0"}, StatusCode.FAILED_PRECONDITION, "2.0.0"),
         ({"storyrun-name": None}, StatusCode.INVALID_ARGUMENT, "storyrun-name"),
         ({"storyrun-namespace": None}, StatusCode.INVALID_ARGUMENT, "storyrun-namespace"),
@@ -86,22 +88,29 @@ async def test_bad_packets_are_rejected_counted_and_the_stream_keeps_flowing(
         endpoint = parse_endpoint(hub.find("ready")["listen"])  # type: ignore[index]
         good = bytes(ProcessRequest(packet=DataPacket(binary=BinaryFrame(payload=b"ok"))))
         bad_metadata = bytes(ProcessRequest(packet=DataPacket(metadata={"k" * 129: "v"})))
-        bad_frame = bytes(ProcessRequest(packet=DataPacket(binary=BinaryFrame(mime_type="m" * 256))))
+        bad_frame = bytes(
+            ProcessRequest(packet=DataPacket(binary=BinaryFrame(mime_type="m" * 256)))
+        )
         malformed = b"\x0a\x05\xff\xff"
-        async with open_grpc_channel(endpoint) as channel:
-            async with channel.open_stream(PROCESS_METHOD, headers()) as stream:
-                await stream.send_batch([good, bad_metadata, good, bad_frame, malformed, good])
-                address = hub.find("ready")["metrics"]
-                with trio.fail_after(10):
-                    while True:
-                        samples = await trio.to_thread.run_sync(scrape, address)
-                        out = metric(samples, "bobravoz_packets_out_total",
-                                     binding="default/run-1/consumer")
-                        if out == 3:
-                            break
-                        await trio.sleep(0.1)
+        async with (
+            open_grpc_loop(),
+            open_grpc_channel(endpoint) as channel,
+            channel.open_stream(PROCESS_METHOD, headers()) as stream,
+        ):
+            await stream.send_batch([good, bad_metadata, good, bad_frame, malformed, good])
+            address = hub.find("ready")["metrics"]
+            with trio.fail_after(10):
+                while True:
+                    samples = await trio.to_thread.run_sync(scrape, address)
+                    out = metric(
+                        samples, "bobravoz_packets_out_total", binding="default/run-1/consumer"
+                    )
+                    if out == 3:
+                        break
+                    await trio.sleep(0.1)
         rejected = {
-            labels: value for (name, labels), value in samples.items()
+            labels: value
+            for (name, labels), value in samples.items()
             if name == "bobravoz_packets_rejected_total"
         }
         reasons = {dict(labels)["reason"]: value for labels, value in rejected.items()}
@@ -113,9 +122,11 @@ def test_malformed_story_is_refused_with_the_field_path(tmp_path: Path) -> None:
     story.write_text(STORY.replace("needs: [producer]", "needs: producer-not-a-list"))
     done = subprocess.run(
         [*CLI, "hub", "--listen", "127.0.0.1:0", "--story", str(story)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2
     assert "$.spec.steps[1].needs" in done.stderr
     assert str(story) in done.stderr
-    del sys

@@ -58,9 +58,9 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-async def wait_summary(proc_name: str, cluster: Cluster, timeout: float = 40.0) -> dict:
+async def wait_summary(proc_name: str, cluster: Cluster, limit: float = 40.0) -> dict:
     proc = next(p for p in cluster.procs if p.name == proc_name)
-    return await proc.wait_for("summary", timeout)
+    return await proc.wait_for("summary", limit)
 
 
 async def test_source_transform_sink_in_order(tmp_path: Path) -> None:
@@ -69,8 +69,9 @@ async def test_source_transform_sink_in_order(tmp_path: Path) -> None:
         connectors = {s: await cluster.connector(hub, s) for s in ("source", "transform", "sink")}
         await cluster.engram(connectors["sink"], "sink", "sink", {})
         await cluster.engram(connectors["transform"], "transform", "transform", {})
-        await cluster.engram(connectors["source"], "source", "source",
-                             {"count": 300, "rate": 1000, "size": 256})
+        await cluster.engram(
+            connectors["source"], "source", "source", {"count": 300, "rate": 1000, "size": 256}
+        )
         sink = await wait_summary("engram-sink", cluster)
         assert sink["received"] == 300
         assert sink["out_of_order"] == 0
@@ -86,8 +87,7 @@ async def test_fan_out_reaches_both_downstream_steps(tmp_path: Path) -> None:
         connectors = {s: await cluster.connector(hub, s) for s in ("source", "sink-a", "sink-b")}
         await cluster.engram(connectors["sink-a"], "sink-a", "sink", {})
         await cluster.engram(connectors["sink-b"], "sink-b", "sink", {})
-        await cluster.engram(connectors["source"], "source", "source",
-                             {"count": 200, "rate": 1000})
+        await cluster.engram(connectors["source"], "source", "source", {"count": 200, "rate": 1000})
         for name in ("engram-sink-a", "engram-sink-b"):
             summary = await wait_summary(name, cluster)
             assert summary["received"] == 200
@@ -98,8 +98,9 @@ async def test_late_downstream_gets_what_was_buffered(tmp_path: Path) -> None:
     async with open_cluster(tmp_path) as cluster:
         hub = await cluster.hub(write(tmp_path, "story.yaml", FANOUT))
         source_connector = await cluster.connector(hub, "source")
-        source = await cluster.engram(source_connector, "source", "source",
-                                      {"count": 150, "rate": 2000})
+        source = await cluster.engram(
+            source_connector, "source", "source", {"count": 150, "rate": 2000}
+        )
         await source.wait_for("summary", 30)
         address = hub.find("ready")["metrics"]
         with trio.fail_after(10):
@@ -121,8 +122,7 @@ async def test_killed_engram_is_visible_and_others_keep_flowing(tmp_path: Path) 
         connectors = {s: await cluster.connector(hub, s) for s in ("source", "sink-a", "sink-b")}
         victim = await cluster.engram(connectors["sink-a"], "sink-a", "sink", {})
         await cluster.engram(connectors["sink-b"], "sink-b", "sink", {})
-        await cluster.engram(connectors["source"], "source", "source",
-                             {"count": 400, "rate": 200})
+        await cluster.engram(connectors["source"], "source", "source", {"count": 400, "rate": 200})
         await victim.wait_for("progress", 20)
         victim.process.send_signal(signal.SIGKILL)
         await victim.process.wait()

@@ -26,7 +26,7 @@ from bobravoz.runtime.envconfig import ConfigError, EnvReader, parse_duration
         ("unix:///tmp/c.sock", Endpoint(unix_path="/tmp/c.sock")),
         ("6000", Endpoint(port=6000)),
         (":7000", Endpoint(port=7000)),
-        ("0.0.0.0:50051", Endpoint(host="0.0.0.0", port=50051)),  # noqa: S104
+        ("0.0.0.0:50051", Endpoint(host="0.0.0.0", port=50051)),
         ("[::1]:9000", Endpoint(host="::1", port=9000)),
     ],
 )
@@ -36,7 +36,7 @@ def test_endpoints_parse(text: str, expected: Endpoint) -> None:
 
 @pytest.mark.parametrize("text", ["unix://", "unix://relative", "70000", "host:abc", "", "0"])
 def test_bad_endpoints_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="endpoint|port"):
+    with pytest.raises(ValueError, match=r"endpoint|port"):
         parse_endpoint(text)
 
 
@@ -56,7 +56,7 @@ def test_go_durations(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "ten", "10x", "-1", "1s2", "ms"])
 def test_bad_durations(text: str) -> None:
-    with pytest.raises(ValueError, match="duration|negative"):
+    with pytest.raises(ValueError, match=r"duration|negative"):
         parse_duration(text)
 
 
@@ -71,7 +71,7 @@ def test_env_reader_names_the_variable() -> None:
         env.text("MISSING")
     with pytest.raises(ConfigError, match="A"):
         env.integer("A", 1)
-    with pytest.raises(ConfigError, match="B=5 is outside"):
+    with pytest.raises(ConfigError, match=r"B=5 is outside"):
         env.integer("B", 1, maximum=4)
     with pytest.raises(ConfigError, match="C"):
         env.duration("C", 1.0)
@@ -81,8 +81,13 @@ def test_binding_round_trip() -> None:
     envelope = BindingEnvelope(
         name="binding-one",
         namespace="default",
-        info=BindingInfo(endpoint="bubravoz:443", transport_ref="demo", driver="grpc",
-                         audio_codecs=("opus",), payload=b'{"env": {"A": 1}}'),
+        info=BindingInfo(
+            endpoint="bubravoz:443",
+            transport_ref="demo",
+            driver="grpc",
+            audio_codecs=("opus",),
+            payload=b'{"env": {"A": 1}}',
+        ),
     )
     parsed = parse_binding(encode_binding(envelope))
     assert parsed == envelope
@@ -91,26 +96,45 @@ def test_binding_round_trip() -> None:
 
 
 def test_binding_accepts_snake_case_keys() -> None:
-    text = json.dumps({"name": "b", "binding": {"endpoint": "1.2.3.4:5", "protocol_version": "1.0.0",
-                                               "binary_types": ["a/b"]}})
+    text = json.dumps(
+        {
+            "name": "b",
+            "binding": {
+                "endpoint": "1.2.3.4:5",
+                "protocol_version": "1.0.0",
+                "binary_types": ["a/b"],
+            },
+        }
+    )
     assert parse_binding(text).info.binary_types == ("a/b",)
 
 
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        (json.dumps({"transportRef": "x", "endpoint": "e", "protocolVersion": "1.0.0"}),
-         "missing name"),
+        (
+            json.dumps({"transportRef": "x", "endpoint": "e", "protocolVersion": "1.0.0"}),
+            "missing name",
+        ),
         (base64.b64encode(b"foo").decode(), "JSON object"),
         (json.dumps({"binding": {"endpoint": "e", "protocolVersion": "1.0.0"}}), "missing name"),
         (json.dumps({"name": "binding"}), "missing binding"),
         ("{" + "x" * (1024 * 1024), "larger than"),
         (json.dumps({"name": "b", "binding": {"endpoint": "e"}}), "missing transport protocol"),
-        (json.dumps({"name": "b", "binding": {"endpoint": "e", "protocolVersion": "2.0.0"}}),
-         "unsupported transport protocol"),
+        (
+            json.dumps({"name": "b", "binding": {"endpoint": "e", "protocolVersion": "2.0.0"}}),
+            "unsupported transport protocol",
+        ),
         (json.dumps({"name": "b", "binding": {"protocolVersion": "1.0.0"}}), "missing endpoint"),
-        (json.dumps({"name": "b", "binding": {"endpoint": "e", "protocolVersion": "1.0.0",
-                                              "payload": "!!"}}), "base64"),
+        (
+            json.dumps(
+                {
+                    "name": "b",
+                    "binding": {"endpoint": "e", "protocolVersion": "1.0.0", "payload": "!!"},
+                }
+            ),
+            "base64",
+        ),
     ],
 )
 def test_bad_bindings_are_refused(text: str, needle: str) -> None:

@@ -52,7 +52,12 @@ def test_capabilities_are_observed_never_refused(given_value: str, observed: str
 
 @given(st.dictionaries(st.text(max_size=30), st.text(max_size=30), max_size=8))
 def test_arbitrary_headers_either_pass_or_raise_handshake_error(headers: dict[str, str]) -> None:
+    outcome: StatusCode | BindingIdentity
     try:
-        check_handshake(headers)
+        outcome = check_handshake(headers)
     except HandshakeError as error:
-        assert error.code in {StatusCode.FAILED_PRECONDITION, StatusCode.INVALID_ARGUMENT}
+        outcome = error.code
+    assert isinstance(outcome, BindingIdentity) or outcome in {
+        StatusCode.FAILED_PRECONDITION,
+        StatusCode.INVALID_ARGUMENT,
+    }

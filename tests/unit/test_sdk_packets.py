@@ -11,10 +11,13 @@ from bobravoz.sdk.packet import decode_packet, encode_packet
 from bobravoz.sdk.testkit import run_handler
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False, width=32)
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
     | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -28,15 +31,20 @@ json_values = st.recursive(
 def test_packets_survive_the_wire(
     binary: bytes | None, metadata: dict[str, str], payload: dict | None, sequence: int
 ) -> None:
-    packet = Packet(binary=binary, mime_type="application/x" if binary is not None else "",
-                    metadata=metadata, payload=payload,
-                    envelope=Envelope(stream_id="s", sequence=sequence))
+    packet = Packet(
+        binary=binary,
+        mime_type="application/x" if binary is not None else "",
+        metadata=metadata,
+        payload=payload,
+        envelope=Envelope(stream_id="s", sequence=sequence),
+    )
     assert decode_packet(encode_packet(packet)) == packet
 
 
 def test_audio_frame_round_trip() -> None:
-    audio = AudioFrame(pcm=b"\x01\x02", sample_rate_hz=16000, channels=1, codec="pcm16",
-                       timestamp_ms=20)
+    audio = AudioFrame(
+        pcm=b"\x01\x02", sample_rate_hz=16000, channels=1, codec="pcm16", timestamp_ms=20
+    )
     assert decode_packet(encode_packet(Packet(audio=audio))).audio == audio
 
 
@@ -54,11 +62,13 @@ async def test_testkit_runs_a_handler_without_sockets() -> None:
     async def upper(stream: StreamContext) -> None:
         async for packet in stream.packets():
             assert packet.binary is not None
-            await stream.emit(Packet(binary=packet.binary.upper(),
-                                     metadata={"n": str(stream.config["n"])}))
+            await stream.emit(
+                Packet(binary=packet.binary.upper(), metadata={"n": str(stream.config["n"])})
+            )
 
-    outputs = await run_handler(upper, [Packet(binary=b"ab"), Packet(binary=b"cd")],
-                                config={"n": 7})
+    outputs = await run_handler(
+        upper, [Packet(binary=b"ab"), Packet(binary=b"cd")], config={"n": 7}
+    )
     assert [p.binary for p in outputs] == [b"AB", b"CD"]
     assert all(p.metadata == {"n": "7"} for p in outputs)
 

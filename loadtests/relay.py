@@ -47,6 +47,7 @@ class Relay:
         assert consumer is not None
         async for message in stream:
             await consumer.send_message(message)
+        # returning ends the call with OK once every message was relayed
 
 
 async def main(host: str, port: int) -> None:

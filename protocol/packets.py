@@ -194,3 +194,57 @@ def _entry_key(data: bytes, start: int, end: int) -> bytes | None:
         if field.number == 1 and field.wire_type == LEN:
             key = entry[field.value_start : field.end]
     return key
+
+
+@final
+class Retargeter:
+    """:func:`retarget_packet` for one target, with its constant bytes encoded once.
+
+    The hub keeps one per downstream step; calling it on a packet gives the same bytes as
+    ``retarget_packet(packet, layout=..., metadata_updates=..., sequence=(stream_id, n))``.
+    """
+
+    def __init__(
+        self, *, layout: PacketLayout, metadata_updates: Mapping[str, str], stream_id: str
+    ) -> None:
+        self._layout = layout
+        self._metadata_number = layout.value[0]
+        self._envelope_number = layout.value[7]
+        self._keys = {key.encode() for key in metadata_updates}
+        self._updates = dict(metadata_updates)
+        self._entries = b"".join(
+            encode_len_field(
+                self._metadata_number, encode_string_field(1, key) + encode_string_field(2, value)
+            )
+            for key, value in metadata_updates.items()
+        )
+        self._stream_id = stream_id
+        self._stream_id_field = encode_string_field(1, stream_id) if stream_id else b""
+
+    def __call__(self, packet: bytes, sequence: int | None) -> bytes:
+        """``packet`` retargeted; ``sequence`` None leaves the envelope untouched."""
+        if any(key in packet for key in self._keys):
+            return retarget_packet(
+                packet,
+                layout=self._layout,
+                metadata_updates=self._updates,
+                sequence=None if sequence is None else (self._stream_id, sequence),
+            )
+        if sequence is None:
+            return packet + self._entries
+        envelope_number = self._envelope_number
+        envelope: bytes | None = None
+        kept: list[bytes] = []
+        for field in iter_fields(packet):
+            if field.number == envelope_number and field.wire_type == LEN:
+                value = packet[field.value_start : field.end]
+                envelope = value if envelope is None else envelope + value
+            else:
+                kept.append(packet[field.start : field.end])
+        if envelope is None:
+            stamped = self._stream_id_field + encode_varint_field(2, sequence)
+            body = packet
+        else:
+            stamped = _restamp_envelope(envelope, self._stream_id, sequence)
+            body = b"".join(kept)
+        return body + self._entries + encode_len_field(envelope_number, stamped)

@@ -181,6 +181,11 @@ class BoundedChannel(Generic[T]):
         """The channel's capacity and policy."""
         return self._core.limits
 
+    @property
+    def depth(self) -> int:
+        """Items buffered now (cheaper than :meth:`statistics` on hot paths)."""
+        return self._core.depth
+
     def _report(self, dropped: tuple[tuple[T, int, DropReason], ...]) -> None:
         if self._on_drop is not None:
             for item, size, reason in dropped:

@@ -21,6 +21,7 @@ import msgspec
 import trio
 
 from bobravoz.protocol.packets import (
+    Retargeter,
     is_heartbeat,
     retarget_packet,
     split_process_message,
@@ -102,11 +103,14 @@ class StepBinding:
             STORYRUN_NAMESPACE_HEADER: namespace,
             STEP_HEADER: step,
         }
+        self.retarget = Retargeter(
+            layout=_DATA, metadata_updates=self.identity_metadata, stream_id=self.key
+        )
         self._sequence = itertools.count(1)
 
-    def next_sequence(self) -> tuple[str, int]:
-        """The (stream_id, sequence) the hub stamps on the next packet for this step."""
-        return self.key, next(self._sequence)
+    def next_sequence(self) -> int:
+        """The sequence the hub stamps on the next packet for this step (stream_id = key)."""
+        return next(self._sequence)
 
     def _count_drop(self, reason: DropReason, item: bytes, size: int) -> None:
         self.counters.dropped[str(reason)] += 1
@@ -320,22 +324,26 @@ class Hub:
                     counters.bytes_in += len(packet)
                 for step in targets:
                     target = self.binding(binding.namespace, binding.storyrun, step)
-                    outgoing = retarget_packet(
-                        packet,
-                        layout=_DATA,
-                        metadata_updates=target.identity_metadata,
-                        sequence=None if heartbeat else target.next_sequence(),
+                    outgoing = target.retarget(
+                        packet, None if heartbeat else target.next_sequence()
                     )
-                    await target.channel.send(outgoing, len(outgoing))
+                    try:
+                        target.channel.send_nowait(outgoing, len(outgoing))
+                    except trio.WouldBlock:
+                        await target.channel.send(outgoing, len(outgoing))
 
     async def _deliver(self, binding: StepBinding, stream: ServerStream) -> None:
         counters = binding.counters
         interval = self.settings.heartbeat_interval
         heartbeat = wrap_process_message(self._heartbeat)
+        channel = binding.channel
         while True:
             batch: list[bytes] = []
-            with trio.move_on_after(interval):
-                batch = await binding.channel.receive_batch()
+            if channel.depth:
+                batch = await channel.receive_batch()
+            else:
+                with trio.move_on_after(interval):
+                    batch = await channel.receive_batch()
             try:
                 if not batch:
                     await stream.send(heartbeat)

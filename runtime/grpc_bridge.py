@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import struct
 import contextlib
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Generic, TypeVar, final
 

@@ -8,6 +8,7 @@ naming the field as a person would read it (``metadata["k"]``, ``binary.mime_typ
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -92,7 +93,7 @@ def _check_metadata_entry(entry: bytes, path: str, *, value_limit: int = MAX_MET
             key = _text(raw, path, 10**9)
         elif field.number == 2:
             value = _text(raw, path, 10**9)
-    where = f"{path}[{key!r}]"
+    where = f"{path}[{json.dumps(key, ensure_ascii=False)}]"
     if not key:
         raise _InvalidError(path, "empty_key", "metadata keys must be 1 to 128 characters")
     if len(key) > MAX_METADATA_KEY:

@@ -18,9 +18,9 @@ from bobravoz.runtime.channel import (
 )
 
 
-def make(policy: DropPolicy, messages: int = 3, size: int = 1000) -> tuple[
-    BoundedChannel[int], list[tuple[DropReason, int]]
-]:
+def make(
+    policy: DropPolicy, messages: int = 3, size: int = 1000
+) -> tuple[BoundedChannel[int], list[tuple[DropReason, int]]]:
     drops: list[tuple[DropReason, int]] = []
     channel: BoundedChannel[int] = BoundedChannel(
         ChannelLimits(max_messages=messages, max_bytes=size, policy=policy),

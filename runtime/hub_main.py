@@ -19,7 +19,7 @@ from bobravoz.runtime.hub import HubSettings, serve_hub
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
 from bobravoz.runtime.story import StoryError, load_story
-from bobravoz.runtime.topology import Topology, TopologyError, compute_topology
+from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
 
 _TLS_VARIABLES = (
     "BUBU_HUB_TLS_CERT_FILE",
@@ -54,7 +54,7 @@ def hub_settings(environ: Mapping[str, str]) -> HubSettings:
 
 def load_topology(path: str) -> Topology:
     """The topology of the Story at ``path``; raises StoryError/TopologyError with the path."""
-    return compute_topology(load_story(path))
+    return streaming_topology(load_story(path))
 
 
 def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:

@@ -131,7 +131,15 @@ def _check_semantics(story: Story, source: str) -> None:
     steps = story.spec.steps
     if not steps:
         raise StoryError(source, "$.spec.steps", "a Story needs at least one step")
-    transports = {transport.name for transport in story.spec.transports}
+    transports: set[str] = set()
+    for index, transport in enumerate(story.spec.transports):
+        if transport.name in transports:
+            raise StoryError(
+                source,
+                f"$.spec.transports[{index}].name",
+                f"transport {transport.name!r} is duplicated",
+            )
+        transports.add(transport.name)
     seen: dict[str, int] = {}
     names: dict[str, int] = {}
     for index, step in enumerate(steps):
@@ -159,6 +167,12 @@ def _check_semantics(story: Story, source: str) -> None:
                 f"{where}.transport",
                 f"step {step.name!r} uses transport {step.transport!r}, not declared in "
                 "spec.transports",
+            )
+        if story.spec.pattern == "realtime" and step.type in {"wait", "gate"}:
+            raise StoryError(
+                source,
+                f"{where}.type",
+                f"step {step.name!r}: type {step.type} is only supported for batch stories",
             )
         if step.ref is None and step.type is None:
             raise StoryError(source, where, f"step {step.name!r} has neither ref nor type")

@@ -5,8 +5,12 @@ that needs X; a step with an empty ``needs`` depends on every earlier step; when
 ``transport``, only steps on that same transport are candidates. The per-step mode follows
 the BubuStack operator's topology analysis (reference notes §2.5): X is ``p2p`` iff neither X
 nor its single downstream needs the hub (``if`` or ``runtime``), X has exactly one downstream,
-and every upstream of X is itself ``p2p`` with X as its only downstream. ``routing.mode`` in
-the merged settings forces ``hub``, or asks for ``p2p`` (refused when the rule says no).
+and every upstream of X is itself ``p2p`` with X as its only downstream. Like the operator,
+primitives are not special-cased. One deliberate difference: the operator reads ``needs``
+literally, so a step feeding a later step with empty ``needs`` could come out ``p2p`` there
+although the hub also routes its packets to that step; here it stays ``hub``.
+``routing.mode`` in the merged settings forces ``hub``; a ``p2p`` request is honoured only
+where the rule already gives p2p.
 """
 
 from __future__ import annotations
@@ -141,7 +145,12 @@ def compute_topology(
     settings = {step.step_id: _step_settings(story, step, defaults) for step in steps}
     modes: dict[str, tuple[EdgeMode, str]] = {}
     for step in steps:
-        modes[step.step_id] = _mode(step, by_id, literal_downstream, modes, settings[step.step_id])
+        mode = _mode(step, by_id, literal_downstream, modes, settings[step.step_id])
+        if mode[0] == "p2p" and len(targets[step.step_id]) != 1:
+            # The operator's analysis reads `needs` literally, the hub's routing does not:
+            # a later step with empty `needs` also receives X's packets, so X stays on the hub.
+            mode = ("hub", "a later step with empty needs also receives its packets")
+        modes[step.step_id] = mode
     nodes = tuple(
         StepNode(
             id=step.step_id,
@@ -188,9 +197,9 @@ def _mode(
     if forced == "hub":
         return "hub", "routing.mode forces hub"
     reason = _p2p_obstacle(step, by_id, downstream, decided)
-    if forced == "p2p" and reason is not None:
-        raise TopologyError(f"step {step.name!r}: routing.mode p2p is impossible: {reason}")
     if reason is not None:
+        if forced == "p2p":
+            return "hub", f"routing.mode p2p not possible: {reason}"
         return "hub", reason
     return "p2p", "single downstream, no per-packet templating"
 
@@ -201,8 +210,6 @@ def _p2p_obstacle(
     downstream: Mapping[str, list[str]],
     decided: Mapping[str, tuple[EdgeMode, str]],
 ) -> str | None:
-    if not step.is_engram:
-        return "primitive steps are evaluated in the hub"
     if _needs_hub(step):
         return "the step has per-packet templating (if/runtime)"
     targets = downstream[step.step_id]
@@ -211,7 +218,7 @@ def _p2p_obstacle(
     if len(targets) > 1:
         return f"fan-out to {len(targets)} steps"
     target = by_id[targets[0]]
-    if not target.is_engram or _needs_hub(target):
+    if _needs_hub(target):
         return f"downstream step {target.name!r} needs the hub"
     for upstream_id, outs in downstream.items():
         if step.step_id in outs and (
@@ -219,3 +226,13 @@ def _p2p_obstacle(
         ):
             return f"fan-in from hub-routed step {by_id[upstream_id].name!r}"
     return None
+
+
+def streaming_topology(story: Story) -> Topology:
+    """:func:`compute_topology` for a Story the transport serves: ``pattern: realtime`` only."""
+    if story.spec.pattern != "realtime":
+        raise TopologyError(
+            f"Story {story.metadata.name!r} has pattern {story.spec.pattern!r} at $.spec.pattern; "
+            "bobravoz streams realtime Stories only"
+        )
+    return compute_topology(story)

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bobravoz.runtime.binding import BindingEnvelope, BindingInfo, encode_binding
 from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.story import Story, StoryError, load_story
-from bobravoz.runtime.topology import Topology, TopologyError, compute_topology
+from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
 
 READY_TIMEOUT: Final = 20.0
 STOP_GRACE: Final = 3.0
@@ -377,7 +377,7 @@ def run_up(options: UpOptions) -> int:
     """Run the Story and print the summary; returns 0, or 1 on loss or failure, 2 on bad input."""
     try:
         story = load_story(options.story)
-        topology = compute_topology(story)
+        topology = streaming_topology(story)
     except (StoryError, TopologyError) as error:
         print(f"bobravoz up: {error}", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ def test_bad_enum_names_the_path() -> None:
 
 
 def test_negative_buffer_is_refused() -> None:
-    with pytest.raises(msgspec.ValidationError, match="maxMessages|max_messages"):
+    with pytest.raises(msgspec.ValidationError, match=r"maxMessages|max_messages"):
         settings_of({"backpressure": {"buffer": {"maxMessages": -1}}})
 
 

@@ -114,33 +114,36 @@ async def test_connector_reconnects_when_the_hub_comes_back(tmp_path: Path) -> N
         first_hub = await cluster.start("hub-1", hub_argv)
         connector = await cluster.connector(first_hub, "producer")
         endpoint = parse_endpoint(connector.find("ready")["listen"])  # type: ignore[index]
-        async with open_grpc_loop(), open_grpc_channel(endpoint) as channel:
-            async with channel.open_stream(CONTROL, PROTOCOL) as control:
-                assert (await next_control(control)).action == ControlAction.CONNECTOR_READY
-                first_hub.process.terminate()
-                await first_hub.process.wait()
-                draining = await next_control(control)
-                assert draining.action == ControlAction.HANDOFF_DRAINING
-                second_hub = await cluster.start("hub-2", hub_argv)
-                cutover = await next_control(control)
-                assert cutover.action == ControlAction.HANDOFF_CUTOVER
-                assert cutover.metadata["reason"] == "hub_reconnected"
-                async with channel.open_stream(DATA, PROTOCOL) as data:
-                    await data.send(bytes(DataRequest(binary=BinaryFrame(payload=b"again"))))
-                    address = second_hub.find("ready")["metrics"]
-                    with trio.fail_after(10):
-                        while True:
-                            samples = await trio.to_thread.run_sync(scrape, address)
-                            if (
-                                metric(
-                                    samples,
-                                    "bobravoz_packets_in_total",
-                                    binding="default/run-1/producer",
-                                )
-                                == 1
-                            ):
-                                break
-                            await trio.sleep(0.1)
+        async with (
+            open_grpc_loop(),
+            open_grpc_channel(endpoint) as channel,
+            channel.open_stream(CONTROL, PROTOCOL) as control,
+        ):
+            assert (await next_control(control)).action == ControlAction.CONNECTOR_READY
+            first_hub.process.terminate()
+            await first_hub.process.wait()
+            draining = await next_control(control)
+            assert draining.action == ControlAction.HANDOFF_DRAINING
+            second_hub = await cluster.start("hub-2", hub_argv)
+            cutover = await next_control(control)
+            assert cutover.action == ControlAction.HANDOFF_CUTOVER
+            assert cutover.metadata["reason"] == "hub_reconnected"
+            async with channel.open_stream(DATA, PROTOCOL) as data:
+                await data.send(bytes(DataRequest(binary=BinaryFrame(payload=b"again"))))
+                address = second_hub.find("ready")["metrics"]
+                with trio.fail_after(10):
+                    while True:
+                        samples = await trio.to_thread.run_sync(scrape, address)
+                        if (
+                            metric(
+                                samples,
+                                "bobravoz_packets_in_total",
+                                binding="default/run-1/producer",
+                            )
+                            == 1
+                        ):
+                            break
+                        await trio.sleep(0.1)
         samples = await trio.to_thread.run_sync(scrape, connector.find("ready")["metrics"])
         assert metric(samples, "bobravoz_upstream_reconnects_total") == 1
 

@@ -17,6 +17,7 @@ from bobravoz.connector.service import METHODS, ConnectorService
 from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.envconfig import ConfigError
 from bobravoz.runtime.grpc_bridge import open_grpc_loop, serve_grpc
+from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
 from bobravoz.runtime.status import StatusCode
@@ -69,11 +70,7 @@ async def run_connector(
 
 def main(environ: Mapping[str, str] | None = None) -> int:
     """Entry point: configure from the environment, print a readiness line, run."""
-    logging.basicConfig(
-        level=os.environ.get("BOBRAVOZ_LOG_LEVEL", "INFO"),
-        format="%(asctime)s connector %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging("connector")
     try:
         config = load_config(os.environ if environ is None else environ)
     except ConfigError as error:

@@ -380,25 +380,30 @@ class _Service:
             )
 
 
+async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> None:
+    """Move received messages into ``inbound`` until the peer ends (then close it); a failure
+    closes it with the translated error, which the trio side raises."""
+    try:
+        while True:
+            while not inbound.has_room():
+                await inbound.aio_wait()
+            message = await stream.recv_message()
+            if message is None:
+                if trailers:
+                    await stream.recv_trailing_metadata()
+                inbound.close()
+                return
+            inbound.put(message)
+    except asyncio.CancelledError:
+        inbound.close(trio.BrokenResourceError("stream cancelled"))
+        raise
+    except Exception as error:  # noqa: BLE001 - surfaces on the trio side
+        inbound.close(_translate(error))
+
+
 async def _serve_pumps(stream: grpclib.server.Stream[Any, Any], ends: ServerStream) -> None:
     inbound = ends._inbound  # noqa: SLF001
     outbound = ends._outbound  # noqa: SLF001
-
-    async def receive_pump() -> None:
-        try:
-            while True:
-                while not inbound.has_room():
-                    await inbound.aio_wait()
-                message = await stream.recv_message()
-                if message is None:
-                    inbound.close()
-                    return
-                inbound.put(message)
-        except asyncio.CancelledError:
-            inbound.close(trio.BrokenResourceError("stream cancelled"))
-            raise
-        except Exception as error:  # noqa: BLE001 - any transport failure ends this stream only
-            inbound.close(error)
 
     async def send_pump() -> None:
         headers_sent = False
@@ -414,7 +419,7 @@ async def _serve_pumps(stream: grpclib.server.Stream[Any, Any], ends: ServerStre
             await outbound.aio_wait()
 
     async with asyncio.TaskGroup() as group:
-        receiver = group.create_task(receive_pump())
+        receiver = group.create_task(_receive_into(stream, inbound, trailers=False))
         try:
             await send_pump()
         except Exception as error:
@@ -556,23 +561,6 @@ async def _client_pumps(
         ends.initial_metadata = _metadata_dict(stream.initial_metadata or {})
         ready.set()
 
-        async def receive_pump() -> None:
-            try:
-                while True:
-                    while not inbound.has_room():
-                        await inbound.aio_wait()
-                    message = await stream.recv_message()
-                    if message is None:
-                        await stream.recv_trailing_metadata()
-                        inbound.close()
-                        return
-                    inbound.put(message)
-            except asyncio.CancelledError:
-                inbound.close(trio.BrokenResourceError("stream cancelled"))
-                raise
-            except Exception as error:  # noqa: BLE001 - surfaces on the trio side
-                inbound.close(_translate(error))
-
         async def send_pump() -> None:
             while True:
                 if outbound.items:
@@ -585,7 +573,7 @@ async def _client_pumps(
                 await outbound.aio_wait()
 
         async with asyncio.TaskGroup() as group:
-            receiver = group.create_task(receive_pump())
+            receiver = group.create_task(_receive_into(stream, inbound, trailers=True))
             try:
                 await send_pump()
                 await receiver

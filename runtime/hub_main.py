@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader
 from bobravoz.runtime.grpc_bridge import open_grpc_loop
 from bobravoz.runtime.hub import HubSettings, serve_hub
+from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
 from bobravoz.runtime.story import StoryError, load_story
@@ -77,11 +76,7 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
                 ready["metrics"] = str(metrics_bound)
             print(json.dumps(ready), flush=True)
 
-    logging.basicConfig(
-        level=os.environ.get("BOBRAVOZ_LOG_LEVEL", "INFO"),
-        format="%(asctime)s hub %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging("hub")
     try:
         trio.run(main)
     except KeyboardInterrupt:

@@ -35,6 +35,7 @@ from bobravoz.runtime.errors import SupervisorEscalation
 from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.grpc_bridge import ClientStream, open_grpc_channel, open_grpc_loop
 from bobravoz.runtime.handshake import PROTOCOL_HEADER, PROTOCOL_VERSION
+from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, open_supervisor
 from bobravoz.sdk.packet import HEARTBEAT_KEY, Packet, decode_packet, encode_packet
@@ -353,11 +354,7 @@ def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> in
     Returns the exit status: 0 when the handler finished, 2 for configuration errors, 1 for
     runtime failures (each explained on stderr).
     """
-    logging.basicConfig(
-        level=os.environ.get("BOBRAVOZ_LOG_LEVEL", "INFO"),
-        format="%(asctime)s engram %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging("engram")
     try:
         settings = load_settings(os.environ if environ is None else environ)
     except ConfigError as error:

@@ -6,6 +6,7 @@ it into ``DataRequest`` bytes for the connector and ``DataResponse`` bytes back 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Final, final
 
@@ -18,25 +19,15 @@ from bobravoz.protocol.gen.transport.v1 import (
     StreamEnvelope,
     VideoFrame,
 )
+from bobravoz.protocol.packets import EnvelopeFields
 
 HEARTBEAT_KEY: Final = "bubu-heartbeat"
 
 __all__ = ["AudioFrame", "Envelope", "Packet", "VideoFrame", "decode_packet", "encode_packet"]
 
 
-@final
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """Ordering and chunking fields of a packet (``transport.v1.StreamEnvelope``)."""
-
-    stream_id: str = ""
-    sequence: int = 0
-    partition: str = ""
-    chunk_id: str = ""
-    chunk_index: int = 0
-    chunk_count: int = 0
-    chunk_bytes: int = 0
-    total_bytes: int = 0
+#: Ordering and chunking fields of a packet (``transport.v1.StreamEnvelope``).
+Envelope = EnvelopeFields
 
 
 @final
@@ -85,17 +76,7 @@ def encode_packet(packet: Packet) -> bytes:
     if packet.inputs is not None:
         request.inputs = Struct.from_dict(packet.inputs)
     if packet.envelope is not None:
-        envelope = packet.envelope
-        request.envelope = StreamEnvelope(
-            stream_id=envelope.stream_id,
-            sequence=envelope.sequence,
-            partition=envelope.partition,
-            chunk_id=envelope.chunk_id,
-            chunk_index=envelope.chunk_index,
-            chunk_count=envelope.chunk_count,
-            chunk_bytes=envelope.chunk_bytes,
-            total_bytes=envelope.total_bytes,
-        )
+        request.envelope = StreamEnvelope(**dataclasses.asdict(packet.envelope))
     return bytes(request)
 
 
@@ -121,13 +102,6 @@ def decode_packet(data: bytes) -> Packet:
     if response.envelope is not None:
         env = response.envelope
         packet.envelope = Envelope(
-            stream_id=env.stream_id,
-            sequence=env.sequence,
-            partition=env.partition,
-            chunk_id=env.chunk_id,
-            chunk_index=env.chunk_index,
-            chunk_count=env.chunk_count,
-            chunk_bytes=env.chunk_bytes,
-            total_bytes=env.total_bytes,
+            **{name: getattr(env, name) for name in Envelope.__dataclass_fields__}
         )
     return packet

@@ -215,3 +215,16 @@ def metric(
         for (sample_name, sample_labels), value in samples.items()
         if sample_name == name and set(labels.items()) <= set(sample_labels)
     )
+
+
+async def wait_for_metric(
+    address: str, name: str, value: float, *, limit: float = 10.0, **labels: str
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape ``address`` until metric ``name`` (with ``labels``) equals ``value``; return the
+    last scrape. Fails the test after ``limit`` seconds."""
+    with trio.fail_after(limit):
+        while True:
+            samples = await trio.to_thread.run_sync(scrape, address)
+            if metric(samples, name, **labels) == value:
+                return samples
+            await trio.sleep(0.1)

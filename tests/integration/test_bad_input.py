@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from procs import CLI, Proc, metric, open_cluster, scrape
+from procs import CLI, Proc, metric, open_cluster, scrape, wait_for_metric
 
 from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataPacket, ProcessRequest
 from bobravoz.runtime.endpoints import parse_endpoint
@@ -99,15 +99,9 @@ async def test_bad_packets_are_rejected_counted_and_the_stream_keeps_flowing(
         ):
             await stream.send_batch([good, bad_metadata, good, bad_frame, malformed, good])
             address = hub.find("ready")["metrics"]
-            with trio.fail_after(10):
-                while True:
-                    samples = await trio.to_thread.run_sync(scrape, address)
-                    out = metric(
-                        samples, "bobravoz_packets_out_total", binding="default/run-1/consumer"
-                    )
-                    if out == 3:
-                        break
-                    await trio.sleep(0.1)
+            samples = await wait_for_metric(
+                address, "bobravoz_packets_out_total", 3, binding="default/run-1/consumer"
+            )
         rejected = {
             labels: value
             for (name, labels), value in samples.items()

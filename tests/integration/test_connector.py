@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from procs import CLI, metric, open_cluster, scrape
+from procs import CLI, metric, open_cluster, scrape, wait_for_metric
 
 from bobravoz.protocol.gen.transport.v1 import (
     BinaryFrame,
@@ -80,19 +80,9 @@ async def test_control_ready_heartbeat_and_rejected_packet(tmp_path: Path) -> No
                     assert "binary.mime_type" in error.error.message
                     await data.send(bytes(DataRequest(binary=BinaryFrame(payload=b"ok"))))
                     address = hub.find("ready")["metrics"]
-                    with trio.fail_after(10):
-                        while True:
-                            samples = await trio.to_thread.run_sync(scrape, address)
-                            if (
-                                metric(
-                                    samples,
-                                    "bobravoz_packets_in_total",
-                                    binding="default/run-1/producer",
-                                )
-                                == 1
-                            ):
-                                break
-                            await trio.sleep(0.1)
+                    await wait_for_metric(
+                        address, "bobravoz_packets_in_total", 1, binding="default/run-1/producer"
+                    )
         samples = await trio.to_thread.run_sync(scrape, connector.find("ready")["metrics"])
         assert metric(samples, "bobravoz_packets_rejected_total", reason="too_long") == 1
 
@@ -131,19 +121,9 @@ async def test_connector_reconnects_when_the_hub_comes_back(tmp_path: Path) -> N
             async with channel.open_stream(DATA, PROTOCOL) as data:
                 await data.send(bytes(DataRequest(binary=BinaryFrame(payload=b"again"))))
                 address = second_hub.find("ready")["metrics"]
-                with trio.fail_after(10):
-                    while True:
-                        samples = await trio.to_thread.run_sync(scrape, address)
-                        if (
-                            metric(
-                                samples,
-                                "bobravoz_packets_in_total",
-                                binding="default/run-1/producer",
-                            )
-                            == 1
-                        ):
-                            break
-                        await trio.sleep(0.1)
+                await wait_for_metric(
+                    address, "bobravoz_packets_in_total", 1, binding="default/run-1/producer"
+                )
         samples = await trio.to_thread.run_sync(scrape, connector.find("ready")["metrics"])
         assert metric(samples, "bobravoz_upstream_reconnects_total") == 1
 

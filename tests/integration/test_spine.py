@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from procs import Cluster, metric, open_cluster, scrape
+from procs import Cluster, metric, open_cluster, scrape, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
@@ -103,12 +103,7 @@ async def test_late_downstream_gets_what_was_buffered(tmp_path: Path) -> None:
         )
         await source.wait_for("summary", 30)
         address = hub.find("ready")["metrics"]
-        with trio.fail_after(10):
-            while True:
-                samples = await trio.to_thread.run_sync(scrape, address)
-                if metric(samples, "bobravoz_buffer_depth", binding="default/run-1/sink-a") == 151:
-                    break
-                await trio.sleep(0.1)
+        await wait_for_metric(address, "bobravoz_buffer_depth", 151, binding="default/run-1/sink-a")
         late = await cluster.connector(hub, "sink-a")
         await cluster.engram(late, "sink-a", "sink", {})
         summary = await wait_summary("engram-sink-a", cluster)

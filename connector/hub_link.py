@@ -17,7 +17,7 @@ from typing import Final, final
 import trio
 
 from bobravoz.connector.config import ConnectorConfig
-from bobravoz.protocol.packets import split_process_message, wrap_process_message
+from bobravoz.protocol.packets import is_heartbeat, split_process_message, wrap_process_message
 from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
 from bobravoz.runtime.channel import BoundedChannel, ChannelLimits, DropReason
 from bobravoz.runtime.grpc_bridge import ClientStream, open_grpc_channel
@@ -200,6 +200,9 @@ class HubLink:
                 except WireFormatError:
                     counters.rejected["malformed"] += 1
                     continue
-                counters.packets_in += 1
-                counters.bytes_in += len(response)
+                if is_heartbeat(packet, PacketLayout.DATA_PACKET):
+                    counters.heartbeats_in += 1
+                else:
+                    counters.packets_in += 1
+                    counters.bytes_in += len(response)
                 await self.inbox.send(response, len(response))

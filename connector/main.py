@@ -20,6 +20,7 @@ from bobravoz.runtime.grpc_bridge import open_grpc_loop, serve_grpc
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
+from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.status import StatusCode
 from bobravoz.runtime.supervisor import Restart, open_supervisor
 
@@ -82,11 +83,13 @@ def main(environ: Mapping[str, str] | None = None) -> int:
 
     async def run() -> None:
         async with open_grpc_loop(), trio.open_nursery() as nursery:
+            await nursery.start(cancel_on_signals, nursery.cancel_scope)
 
             async def serve(task_status: trio.TaskStatus[dict[str, str]]) -> None:
                 outcome.append(
                     await run_connector(config, metrics, registry, task_status=task_status)
                 )
+                nursery.cancel_scope.cancel()
 
             addresses = await nursery.start(serve)
             print(json.dumps({"event": "ready", "component": "connector", **addresses}), flush=True)

@@ -17,6 +17,7 @@ from bobravoz.runtime.hub import HubSettings, serve_hub
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
+from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.story import StoryError, load_story
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
 
@@ -69,6 +70,7 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
 
     async def main() -> None:
         async with open_grpc_loop(), trio.open_nursery() as nursery:
+            await nursery.start(cancel_on_signals, nursery.cancel_scope)
             bound = await nursery.start(serve_hub, options.listen, topology, metrics, settings)
             ready = {"event": "ready", "component": "hub", "listen": str(bound)}
             if options.metrics is not None:

@@ -36,6 +36,7 @@ from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.grpc_bridge import ClientStream, open_grpc_channel, open_grpc_loop
 from bobravoz.runtime.handshake import PROTOCOL_HEADER, PROTOCOL_VERSION
 from bobravoz.runtime.logs import configure_logging
+from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, open_supervisor
 from bobravoz.sdk.packet import HEARTBEAT_KEY, Packet, decode_packet, encode_packet
@@ -362,8 +363,10 @@ def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> in
         return 2
 
     async def main() -> None:
-        async with open_grpc_loop():
+        async with open_grpc_loop(), trio.open_nursery() as nursery:
+            await nursery.start(cancel_on_signals, nursery.cancel_scope)
             await serve_engram(handler, settings)
+            nursery.cancel_scope.cancel()
 
     try:
         trio.run(main)

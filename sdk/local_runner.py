@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bobravoz.runtime.binding import BindingEnvelope, BindingInfo, encode_binding
 from bobravoz.runtime.groups import lone_exception
+from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.story import Story, StoryError, load_story
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
 
@@ -196,6 +197,7 @@ class Summary:
     elapsed: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def lost(self) -> int:
@@ -220,6 +222,8 @@ class Summary:
         ]
         if self.failed:
             lines.append(f"failed     {', '.join(self.failed)}")
+        if self.interrupted:
+            lines.append("interrupted: every process was stopped; counts are partial")
         return "\n".join(lines)
 
 
@@ -260,11 +264,12 @@ async def _progress(runner: Runner, started: float) -> None:
 async def _run(options: UpOptions, story: Story, topology: Topology, summary: Summary) -> None:
     runner = Runner(options, story, topology)
     namespace = topology.namespace
-    run = options.storyrun
+    storyrun = options.storyrun
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bobravoz-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="bobravoz-") as scratch, trio.CancelScope() as run:
         try:
             async with trio.open_nursery() as nursery:
+                await nursery.start(cancel_on_signals, run)
                 cli = [sys.executable, "-m", "bobravoz.sdk.cli"]
                 hub = await runner.start(
                     nursery,
@@ -289,7 +294,7 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                 for node in topology.streaming_steps():
                     socket = f"unix://{scratch}/{node.id}.sock"
                     identity = {
-                        "BUBU_STORYRUN_ID": run,
+                        "BUBU_STORYRUN_ID": storyrun,
                         "BUBU_POD_NAMESPACE": namespace,
                         "BUBU_STEP_NAME": node.id,
                     }
@@ -309,7 +314,7 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                     )
                     metrics_addresses.append(connector.last["metrics"])
                     binding = BindingEnvelope(
-                        name=f"{run}-{node.id}-transport",
+                        name=f"{storyrun}-{node.id}-transport",
                         namespace=namespace,
                         info=BindingInfo(
                             endpoint=socket, transport_ref="bobravoz-grpc", driver="grpc"
@@ -354,6 +359,7 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                 await runner.stop_all()
             if options.live:
                 print(file=sys.stderr)
+    summary.interrupted = run.cancelled_caught
     sent: dict[str, int] = {}
     for child in runner.children:
         report = child.last
@@ -394,4 +400,6 @@ def run_up(options: UpOptions) -> int:
         print(f"bobravoz up: {cause}", file=sys.stderr)
         return 1
     print(summary.render())
+    if summary.interrupted:
+        return 130
     return 1 if summary.lost or summary.failed or summary.out_of_order else 0

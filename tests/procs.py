@@ -218,13 +218,20 @@ def metric(
 
 
 async def wait_for_metric(
-    address: str, name: str, value: float, *, limit: float = 10.0, **labels: str
+    address: str,
+    name: str,
+    value: float,
+    *,
+    limit: float = 10.0,
+    at_least: bool = False,
+    **labels: str,
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Scrape ``address`` until metric ``name`` (with ``labels``) equals ``value``; return the
-    last scrape. Fails the test after ``limit`` seconds."""
+    """Scrape ``address`` until metric ``name`` (with ``labels``) equals ``value`` (or reaches
+    it, with ``at_least``); return the last scrape. Fails the test after ``limit`` seconds."""
     with trio.fail_after(limit):
         while True:
             samples = await trio.to_thread.run_sync(scrape, address)
-            if metric(samples, name, **labels) == value:
+            current = metric(samples, name, **labels)
+            if current == value or (at_least and current >= value):
                 return samples
             await trio.sleep(0.1)

@@ -114,9 +114,10 @@ class Runner:
         wait_ready: bool,
     ) -> Child:
         """Start one child; with ``wait_ready``, return after its JSON readiness line."""
+        quiet = {"BOBRAVOZ_LOG_LEVEL": os.environ.get("BOBRAVOZ_LOG_LEVEL", "WARNING")}
         process = await trio.lowlevel.open_process(
             argv,
-            env={**os.environ, **env},
+            env={**os.environ, **quiet, **env},
             stdout=-1,  # subprocess.PIPE
             stdin=-3,  # subprocess.DEVNULL
             start_new_session=True,
@@ -195,6 +196,7 @@ class Summary:
     dropped: int = 0
     rejected: int = 0
     elapsed: float = 0.0
+    streaming_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     interrupted: bool = False
@@ -206,7 +208,8 @@ class Summary:
 
     def render(self) -> str:
         """The closing block printed by ``bobravoz up``."""
-        rate = self.delivered / self.elapsed if self.elapsed > 0 else 0.0
+        span = self.streaming_seconds or self.elapsed
+        rate = self.delivered / span if span > 0 else 0.0
         p50 = _percentile(self.latencies_ms, 0.50)
         p99 = _percentile(self.latencies_ms, 0.99)
         lines = [
@@ -217,7 +220,8 @@ class Summary:
             f"rejected   {self.rejected} (broke the wire contract)",
             f"lost       {self.lost}",
             f"reordered  {self.out_of_order}",
-            f"rate       {rate:.0f} packets/s delivered over {self.elapsed:.1f}s",
+            f"rate       {rate:.0f} packets/s delivered over {span:.1f}s of streaming "
+            f"({self.elapsed:.1f}s in all)",
             f"latency    p50 {p50:.2f} ms, p99 {p99:.2f} ms (end to end)",
         ]
         if self.failed:
@@ -373,6 +377,9 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
             summary.delivered += int(report.get("received", 0))
             summary.out_of_order += int(report.get("out_of_order", 0))
             summary.latencies_ms.extend(float(v) for v in report.get("latencies_ms", []))
+            summary.streaming_seconds = max(
+                summary.streaming_seconds, float(report.get("seconds", 0.0))
+            )
         if report.get("event") != "summary" and child.process.returncode != 0:
             summary.failed.append(f"{child.name} (did not finish)")
     summary.sent = sum(sent.values())

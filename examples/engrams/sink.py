@@ -27,6 +27,7 @@ async def handle(stream: StreamContext) -> None:
     received = out_of_order = finished = 0
     latencies_ms: list[float] = []
     last_report = time.monotonic()
+    first_at = last_at = 0.0
     packets = stream.packets()
     while finished < sources:
         with trio.move_on_after(idle_timeout):
@@ -41,6 +42,8 @@ async def handle(stream: StreamContext) -> None:
                 continue
             sequence, sent_ns = HEADER.unpack_from(packet.binary)
             latencies_ms.append((time.time_ns() - sent_ns) / 1e6)
+            last_at = time.monotonic()
+            first_at = first_at or last_at
             if sequence != last_sequence.get(origin, 0) + 1:
                 out_of_order += 1
             last_sequence[origin] = sequence
@@ -57,6 +60,7 @@ async def handle(stream: StreamContext) -> None:
         received=received,
         out_of_order=out_of_order,
         eos=finished,
+        seconds=round(last_at - first_at, 3),
         latencies_ms=[round(value, 3) for value in latencies_ms],
     )
 

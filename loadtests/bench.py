@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,13 @@ def _json_line(process: subprocess.Popen[str], event: str) -> dict[str, Any]:
         if isinstance(data, dict) and data.get("event") == event:
             return data
     raise RuntimeError(f"process {process.args!r} ended before reporting {event!r}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _spawn(argv: list[str]) -> subprocess.Popen[str]:
@@ -66,8 +74,11 @@ def run_case(kind: str, count: int, rate: float, size: int) -> dict[str, Any]:
         _json_line(consumer, "ready")
         producer = _spawn([*client, "produce", *common, "--rate", str(rate)])
         processes.append(producer)
+        cpu_before = _cpu_seconds(server.pid)
         result = _json_line(consumer, "result")
         producer.wait(timeout=120)
+        cpu = _cpu_seconds(server.pid) - cpu_before
+        result["server_cpu_us"] = cpu / max(1, result["received"]) * 1e6
         return result
     finally:
         for process in processes:
@@ -89,13 +100,16 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=5.0)
     args = parser.parse_args()
     peaks: dict[str, list[float]] = {"hub": [], "relay": []}
+    cpu: dict[str, list[float]] = {"hub": [], "relay": []}
     for round_number in range(1, args.rounds + 1):
         for kind in ("relay", "hub"):
             result = run_case(kind, args.count, 0.0, args.size)
             peaks[kind].append(result["rate"])
+            cpu[kind].append(result["server_cpu_us"])
             print(
                 f"round {round_number} {kind:5s} peak {result['rate']:9.0f} packets/s "
-                f"({result['received']}/{args.count} received)",
+                f"({result['received']}/{args.count} received, "
+                f"server {result['server_cpu_us']:.0f} us CPU/packet)",
                 flush=True,
             )
     hub_peak = statistics.median(peaks["hub"])
@@ -107,6 +121,10 @@ def main() -> int:
     print()
     print(f"{'':22s}{'baseline relay':>16s}{'hub':>14s}")
     print(f"{'peak packets/s':22s}{relay_peak:16.0f}{hub_peak:14.0f}")
+    print(
+        f"{'server CPU us/packet':22s}{statistics.median(cpu['relay']):16.0f}"
+        f"{statistics.median(cpu['hub']):14.0f}"
+    )
     print(
         f"{'p50 ms @ ' + format(half, '.0f') + '/s':22s}"
         f"{latency['relay']['p50_ms']:16.2f}{latency['hub']['p50_ms']:14.2f}"
@@ -121,6 +139,7 @@ def main() -> int:
         json.dumps(
             {
                 "peaks": peaks,
+                "server_cpu_us": cpu,
                 "hub_peak": hub_peak,
                 "relay_peak": relay_peak,
                 "ratio": ratio,

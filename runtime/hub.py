@@ -60,6 +60,30 @@ def heartbeat_packet() -> bytes:
     )
 
 
+#: Primitive steps the hub passes packets through (the Go hub's behaviour for these types).
+PASS_THROUGH_PRIMITIVES: Final = frozenset({"condition", "parallel", "sleep"})
+
+
+def engram_targets(topology: Topology, step: str) -> tuple[str, ...]:
+    """The engram steps a packet from ``step`` reaches, walking through primitive steps.
+
+    ``condition``, ``parallel`` and ``sleep`` pass packets on (without evaluating or delaying
+    them yet); ``stop`` and every other primitive end the path. Order follows the Story;
+    each target appears once.
+    """
+    found: list[str] = []
+    for edge in topology.downstream_of(step):
+        node = topology.step(edge.target)
+        if node.primitive is None:
+            candidates: tuple[str, ...] = (node.id,)
+        elif node.primitive in PASS_THROUGH_PRIMITIVES:
+            candidates = engram_targets(topology, node.id)
+        else:
+            candidates = ()
+        found.extend(target for target in candidates if target not in found)
+    return tuple(found)
+
+
 @final
 class HubSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Tunables of one hub process (environment names in the README)."""
@@ -144,10 +168,7 @@ class Hub:
         self.metrics = metrics
         self._supervisor = supervisor
         self._bindings: dict[tuple[str, str, str], StepBinding] = {}
-        self._targets: dict[str, tuple[str, ...]] = {
-            node.id: tuple(edge.target for edge in topology.downstream_of(node.id))
-            for node in topology.steps
-        }
+        self._targets = {node.id: engram_targets(topology, node.id) for node in topology.steps}
         self._connections = itertools.count(1)
         self._heartbeat = heartbeat_packet()
 

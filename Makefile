@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 PACKAGES := protocol runtime connector controllers sdk
 LINTED := $(PACKAGES) tests loadtests examples
 
-.PHONY: up test lint typecheck contracts pytest proto bench clean
+.PHONY: up test lint typecheck contracts pytest proto bench loadtest clean
+SCENARIO ?= steady
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +38,9 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtests.bench
+
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtests.run $(SCENARIO)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

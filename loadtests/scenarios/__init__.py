@@ -1,0 +1,1 @@
+"""Locust scenarios: each ``<name>.py`` beside a ``<name>.toml`` (setup and thresholds)."""

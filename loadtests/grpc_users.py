@@ -36,6 +36,10 @@ grpc_gevent.init_gevent()
 import gevent  # noqa: E402 - grpcio's gevent support must be initialised first
 import gevent.event  # noqa: E402
 import gevent.queue  # noqa: E402
+
+# grpcio under gevent runs blocking work (name resolution, completion-queue polling) in
+# gevent's thread pool; its default of 10 threads stalls calls beyond ~100 open streams.
+gevent.get_hub().threadpool.maxsize = int(os.environ.get("BOBRAVOZ_LOAD_THREADS", "256"))
 from locust import User, events  # noqa: E402
 
 from bobravoz.protocol.gen.transport.v1 import (  # noqa: E402
@@ -63,7 +67,10 @@ CHANNEL_OPTIONS = [
 _counters: dict[str, itertools.count[int]] = {}
 
 
-_shared: dict[str, grpc.Channel] = {}
+_shared: dict[str, list[tuple[grpc.Channel, int]]] = {}
+#: Streams per shared connection: HTTP/2 servers cap concurrent streams per connection
+#: (grpclib's default is 100 per side), so many idle streams need several connections.
+STREAMS_PER_CONNECTION = 40
 
 
 class _SharedChannel:
@@ -83,9 +90,12 @@ def open_channel(target: str) -> Any:
     """A channel to ``target``: one per user, or one per process when
     ``BOBRAVOZ_LOAD_SHARED_CHANNEL=1`` (many idle streams multiplexed on few connections)."""
     if os.environ.get("BOBRAVOZ_LOAD_SHARED_CHANNEL") == "1":
-        if target not in _shared:
-            _shared[target] = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-        return _SharedChannel(_shared[target])
+        pool = _shared.setdefault(target, [])
+        if not pool or pool[-1][1] >= STREAMS_PER_CONNECTION:
+            pool.append((grpc.insecure_channel(target, options=CHANNEL_OPTIONS), 0))
+        channel, streams = pool[-1]
+        pool[-1] = (channel, streams + 1)
+        return _SharedChannel(channel)
     return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
 
 
@@ -121,13 +131,20 @@ def frame_payload(packet: bytes) -> bytes:
     return b""
 
 
-def fire(kind: str, name: str, started: float, length: int, error: BaseException | None = None,
-         response_time: float | None = None) -> None:
+def fire(
+    kind: str,
+    name: str,
+    started: float,
+    length: int,
+    error: BaseException | None = None,
+    response_time: float | None = None,
+) -> None:
     """One locust request event."""
     events.request.fire(
         request_type=kind,
         name=name,
-        response_time=(time.perf_counter() - started) * 1000 if response_time is None
+        response_time=(time.perf_counter() - started) * 1000
+        if response_time is None
         else response_time,
         response_length=length,
         exception=error,
@@ -138,8 +155,14 @@ def fire(kind: str, name: str, started: float, length: int, error: BaseException
 class BidiCall:
     """One long-lived bidi call: writes come from a gevent queue, a greenlet reads replies."""
 
-    def __init__(self, channel: grpc.Channel, method: str, metadata: list[tuple[str, str]],
-                 on_message: Any, label: str) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        method: str,
+        metadata: list[tuple[str, str]],
+        on_message: Any,
+        label: str,
+    ) -> None:
         self.queue: gevent.queue.Queue[Any] = gevent.queue.Queue(maxsize=1024)
         self.label = label
         self.on_message = on_message
@@ -209,10 +232,12 @@ class _Paced:
         self.sequence += 1
         body = make_payload(self.size, self.sequence)
         if self.video:
-            return {"video": VideoFrame(payload=body, codec="raw-yuv420", width=1024,
-                                        height=1024 // 2, raw=True)}
+            return {
+                "video": VideoFrame(
+                    payload=body, codec="raw-yuv420", width=1024, height=1024 // 2, raw=True
+                )
+            }
         return {"binary": BinaryFrame(payload=body, mime_type="application/octet-stream")}
-
 
 
 class HubProducer(_Paced, User):
@@ -226,10 +251,13 @@ class HubProducer(_Paced, User):
         self.index = next_index("producer")
         self.channel = open_channel(os.environ["BOBRAVOZ_LOAD_HUB"])
         self.stream = BidiCall(
-            self.channel, PROCESS,
-            binding_headers(f"load-{self.index}", os.environ.get("BOBRAVOZ_LOAD_PRODUCER",
-                                                                  "producer")),
-            lambda message: None, "Process",
+            self.channel,
+            PROCESS,
+            binding_headers(
+                f"load-{self.index}", os.environ.get("BOBRAVOZ_LOAD_PRODUCER", "producer")
+            ),
+            lambda message: None,
+            "Process",
         )
 
     def run_stream(self) -> None:
@@ -265,8 +293,9 @@ class HubConsumer(User):
         storyrun = f"load-{self.index // len(steps)}"
         self.last_seen = time.perf_counter()
         self.channel = open_channel(os.environ["BOBRAVOZ_LOAD_HUB"])
-        self.stream = BidiCall(self.channel, PROCESS, binding_headers(storyrun, step),
-                               self.delivered, "Process")
+        self.stream = BidiCall(
+            self.channel, PROCESS, binding_headers(storyrun, step), self.delivered, "Process"
+        )
 
     def delivered(self, message: bytes) -> None:
         now = time.time_ns()
@@ -276,8 +305,9 @@ class HubConsumer(User):
             return  # a heartbeat
         self.last_seen = time.perf_counter()
         _, sent_ns = HEADER.unpack_from(payload)
-        fire("grpc-deliver", "Process/deliver", 0, len(message),
-             response_time=(now - sent_ns) / 1e6)
+        fire(
+            "grpc-deliver", "Process/deliver", 0, len(message), response_time=(now - sent_ns) / 1e6
+        )
 
     def run_stream(self) -> None:
         """Deliveries arrive on the reader greenlet; the task only keeps the user alive."""
@@ -334,4 +364,3 @@ class ConnectorProducer(_Paced, User):
         self.data.close()
         self.control.close()
         self.channel.close()
-

@@ -53,19 +53,39 @@ class Stack:
         loopback TCP on free ports keeps grpcio's target syntax plain)."""
         quiet = {**os.environ, "BOBRAVOZ_LOG_LEVEL": "WARNING"}
         hub = subprocess.Popen(
-            [*CLI, "hub", "--listen", "127.0.0.1:0", "--story", str(story),
-             "--metrics", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, text=True, env=quiet, cwd=ROOT,
+            [
+                *CLI,
+                "hub",
+                "--listen",
+                "127.0.0.1:0",
+                "--story",
+                str(story),
+                "--metrics",
+                "127.0.0.1:0",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=quiet,
+            cwd=ROOT,
         )
         self.processes.append(hub)
         ready = _ready(hub, "hub")
         self.hub, self.hub_metrics = ready["listen"], ready["metrics"]
         for spec in connectors:
             connector = subprocess.Popen(
-                [*CLI, "connector"], stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                env={**quiet, "BUBU_HUB_ENDPOINT": self.hub, "BUBU_STORYRUN_ID": spec["storyrun"],
-                     "BUBU_POD_NAMESPACE": "default", "BUBU_STEP_NAME": spec["step"],
-                     "BUBU_CONNECTOR_GENERATION": "1", "BUBU_GRPC_LOCAL_ENDPOINT": "127.0.0.1:0"},
+                [*CLI, "connector"],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                env={
+                    **quiet,
+                    "BUBU_HUB_ENDPOINT": self.hub,
+                    "BUBU_STORYRUN_ID": spec["storyrun"],
+                    "BUBU_POD_NAMESPACE": "default",
+                    "BUBU_STEP_NAME": spec["step"],
+                    "BUBU_CONNECTOR_GENERATION": "1",
+                    "BUBU_GRPC_LOCAL_ENDPOINT": "127.0.0.1:0",
+                },
             )
             self.processes.append(connector)
             self.connectors.append(_ready(connector, "connector")["listen"])
@@ -93,17 +113,17 @@ def _number(row: dict[str, str], column: str) -> float:
     return float(value) if value not in ("", "N/A") else 0.0
 
 
-def _dropped(address: str) -> float:
+def _hub_totals(address: str) -> dict[str, float]:
+    """Sums of the hub's counters that explain a run (drops, in/out, open streams)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "bobravoz_packets_dropped_total"
-    )
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
 
 
 def knee(history: list[dict[str, str]]) -> str:
@@ -115,12 +135,16 @@ def knee(history: list[dict[str, str]]) -> str:
     for row in rows:
         p99 = _number(row, "99%")
         if p99 > 4 * baseline or _number(row, "Failures/s") > 0:
-            return (f"knee at {int(_number(row, 'User Count')) // 2} pairs: "
-                    f"p99 {p99:.0f} ms (from {baseline:.0f} ms), "
-                    f"{_number(row, 'Requests/s'):.0f} deliveries/s")
+            return (
+                f"knee at {int(_number(row, 'User Count')) // 2} pairs: "
+                f"p99 {p99:.0f} ms (from {baseline:.0f} ms), "
+                f"{_number(row, 'Requests/s'):.0f} deliveries/s"
+            )
     last = rows[-1]
-    return (f"no knee up to {int(_number(last, 'User Count')) // 2} pairs "
-            f"({_number(last, 'Requests/s'):.0f} deliveries/s, p99 {_number(last, '99%'):.0f} ms)")
+    return (
+        f"no knee up to {int(_number(last, 'User Count')) // 2} pairs "
+        f"({_number(last, 'Requests/s'):.0f} deliveries/s, p99 {_number(last, '99%'):.0f} ms)"
+    )
 
 
 def main() -> int:
@@ -146,18 +170,44 @@ def main() -> int:
             "PYTHONPATH": str(ROOT),
         }
         command = [
-            sys.executable, "-m", "locust", "-f", str(SCENARIOS / f"{args.scenario}.py"),
-            "--headless", "-u", str(users), "-r", str(config["spawn_rate"]),
-            "-t", f"{int(duration)}s", "--stop-timeout", "15", "--only-summary",
-            "--csv", str(prefix), "--csv-full-history", "--html", f"{prefix}.html",
-            "--loglevel", "WARNING", "--exit-code-on-error", "0",
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(SCENARIOS / f"{args.scenario}.py"),
+            "--headless",
+            "-u",
+            str(users),
+            "-r",
+            str(config["spawn_rate"]),
+            "-t",
+            f"{int(duration)}s",
+            "--stop-timeout",
+            "15",
+            "--only-summary",
+            "--csv",
+            str(prefix),
+            "--csv-full-history",
+            "--html",
+            f"{prefix}.html",
+            "--loglevel",
+            "WARNING",
+            "--exit-code-on-error",
+            "0",
         ]
-        locust = subprocess.run(command, env=env, cwd=ROOT, timeout=duration + 90,
-                                capture_output=True, text=True, check=False)
+        locust = subprocess.run(
+            command,
+            env=env,
+            cwd=ROOT,
+            timeout=duration + 90,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if locust.returncode != 0:
             print(locust.stdout[-3000:], locust.stderr[-3000:], file=sys.stderr)
             return 2
-        dropped = _dropped(stack.hub_metrics)
+        hub = _hub_totals(stack.hub_metrics)
     finally:
         stack.stop()
     stats = _rows(Path(f"{prefix}_stats.csv"))
@@ -174,15 +224,26 @@ def main() -> int:
     requests = sum(item["count"] for item in by_type.values())
     failures = sum(item["failures"] for item in by_type.values())
     expected = sent * float(config.get("fanout", 1))
+    dropped = hub.get("bobravoz_packets_dropped_total", 0.0)
     lost = max(0.0, expected - delivered - dropped)
     failure_ratio = failures / requests if requests else 0.0
     p99 = _number(deliver, "99%")
     print(f"== loadtest {args.scenario}: {users} users, {duration:.0f}s ==")
-    print(f"sent {sent:.0f}  delivered {delivered:.0f} (expected {expected:.0f})  "
-          f"dropped {dropped:.0f}  lost {lost:.0f}  failures {failures:.0f}")
-    print(f"packets/s {_number(deliver, 'Requests/s'):.0f}  latency p50 "
-          f"{_number(deliver, '50%'):.0f} ms  p95 {_number(deliver, '95%'):.0f} ms  "
-          f"p99 {p99:.0f} ms")
+    print(
+        f"sent {sent:.0f}  delivered {delivered:.0f} (expected {expected:.0f})  "
+        f"dropped {dropped:.0f}  lost {lost:.0f}  failures {failures:.0f}"
+    )
+    print(
+        f"hub: buffered {hub.get('bobravoz_buffer_depth', 0):.0f}  in {hub.get('bobravoz_packets_in_total', 0):.0f}  out "
+        f"{hub.get('bobravoz_packets_out_total', 0):.0f}  rejected "
+        f"{hub.get('bobravoz_packets_rejected_total', 0):.0f}  handshakes refused "
+        f"{hub.get('bobravoz_handshakes_rejected_total', 0):.0f}"
+    )
+    print(
+        f"packets/s {_number(deliver, 'Requests/s'):.0f}  latency p50 "
+        f"{_number(deliver, '50%'):.0f} ms  p95 {_number(deliver, '95%'):.0f} ms  "
+        f"p99 {p99:.0f} ms"
+    )
     if args.scenario == "ramp":
         print(knee(_rows(Path(f"{prefix}_stats_history.csv"))))
     print(f"report: {prefix}.html, {prefix}_stats.csv")

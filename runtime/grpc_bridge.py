@@ -25,6 +25,7 @@ import grpclib.client
 import grpclib.const
 import grpclib.exceptions
 import grpclib.server
+import h2.settings
 import trio
 import trio_asyncio
 from grpclib.client import Channel
@@ -438,11 +439,34 @@ class GrpcServer:
         self.endpoint = endpoint
 
 
+def _allow_streams(server: grpclib.server.Server, limit: int) -> None:
+    """Advertise ``limit`` concurrent streams per connection (h2's default is 100, which
+    would cap a hub at 100 bindings per client connection)."""
+    make_protocol = server._protocol_factory  # noqa: SLF001 - no public hook for h2 settings
+
+    def protocol_factory() -> Any:
+        protocol = make_protocol()
+        connection_made = protocol.connection_made
+
+        def with_stream_limit(transport: Any) -> None:
+            connection_made(transport)
+            protocol.connection._connection.update_settings(  # noqa: SLF001
+                {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limit}
+            )
+            protocol.connection.flush()
+
+        protocol.connection_made = with_stream_limit  # type: ignore[method-assign]
+        return protocol
+
+    server._protocol_factory = protocol_factory  # type: ignore[method-assign]  # noqa: SLF001
+
+
 async def serve_grpc(
     endpoint: Endpoint,
     methods: Sequence[str],
     acceptor: StreamAcceptor,
     *,
+    max_streams_per_connection: int = 100,
     max_pending: int = 1024,
     task_status: trio.TaskStatus[GrpcServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -450,10 +474,13 @@ async def serve_grpc(
 
     Each new RPC becomes a :class:`ServerStream` passed to ``acceptor`` from a trio task.
     ``task_status.started`` gets a :class:`GrpcServer` whose ``endpoint`` has the bound port
-    (port 0 picks a free one). Must run inside :func:`open_grpc_loop`.
+    (port 0 picks a free one). ``max_streams_per_connection`` is advertised to clients as
+    HTTP/2 MAX_CONCURRENT_STREAMS. Must run inside :func:`open_grpc_loop`.
     """
     incoming, accepted = trio.open_memory_channel[ServerStream](max_pending)
     server = grpclib.server.Server([_Service(methods, incoming)], codec=ForwardingCodec())
+    if max_streams_per_connection != 100:
+        _allow_streams(server, max_streams_per_connection)
     if endpoint.unix_path is not None:
         prepare_unix_socket(endpoint.unix_path)
         await trio_asyncio.aio_as_trio(server.start)(path=endpoint.unix_path)

@@ -12,6 +12,7 @@ reconnecting) wait there and are flushed in order when it connects. Packets trav
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -411,5 +412,13 @@ async def serve_hub(
     async with open_hub(topology, metrics, settings) as hub:
         accept: Callable[[ServerStream], None] = hub.accept
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve_grpc, listen, [PROCESS_METHOD], accept)
+            server = await nursery.start(
+                functools.partial(
+                    serve_grpc,
+                    max_streams_per_connection=max(100, hub.settings.max_streams),
+                ),
+                listen,
+                [PROCESS_METHOD],
+                accept,
+            )
             task_status.started(server.endpoint)

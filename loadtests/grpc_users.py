@@ -42,23 +42,29 @@ import gevent.queue  # noqa: E402
 gevent.get_hub().threadpool.maxsize = int(os.environ.get("BOBRAVOZ_LOAD_THREADS", "256"))
 from locust import User, events  # noqa: E402
 
-from bobravoz.protocol.gen.transport.v1 import (  # noqa: E402
-    BinaryFrame,
-    ControlAction,
-    ControlResponse,
-    DataPacket,
-    DataRequest,
-    ProcessRequest,
-    VideoFrame,
+from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse  # noqa: E402
+from bobravoz.protocol.packets import split_process_message, wrap_process_message  # noqa: E402
+from bobravoz.protocol.wire import (  # noqa: E402
+    PacketLayout,
+    encode_len_field,
+    encode_string_field,
+    encode_varint_field,
+    iter_fields,
 )
-from bobravoz.protocol.packets import split_process_message  # noqa: E402
-from bobravoz.protocol.wire import iter_fields  # noqa: E402
 
 PROCESS = "/transport.v1.HubService/Process"
 DATA = "/transport.v1.TransportConnectorService/Data"
 CONTROL = "/transport.v1.TransportConnectorService/Control"
 HEADER = struct.Struct(">QQ")
 _END = object()
+#: Frame fields before the payload (protobuf accepts fields in any order).
+BINARY_HEAD = encode_string_field(2, "application/octet-stream")
+VIDEO_HEAD = (
+    encode_string_field(2, "raw-yuv420")
+    + encode_varint_field(3, 1024)
+    + encode_varint_field(4, 512)
+    + encode_varint_field(6, 1)
+)
 #: Per-message limit of the test channels: room for 1 MiB frames and their envelope.
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -173,11 +179,15 @@ class BidiCall:
         self.closed = False
 
     def _requests(self) -> Iterator[bytes]:
+        # A send counts when grpcio takes the message, not when it is queued here.
         while True:
             item = self.queue.get()
             if item is _END:
                 return
-            yield item
+            message, name, begin = item
+            yield message
+            if name:
+                fire("grpc-send", name, begin, len(message))
 
     def _read(self) -> None:
         started = time.perf_counter()
@@ -188,13 +198,24 @@ class BidiCall:
             if not self.closed and error.code() != grpc.StatusCode.CANCELLED:
                 fire("grpc-stream", f"{self.label}/broken", started, 0, error)
 
-    def send(self, message: bytes) -> None:
-        """Queue ``message``; blocks (cooperatively) while 1024 are already waiting."""
-        self.queue.put(message)
+    def send(self, message: bytes, name: str = "") -> None:
+        """Queue ``message``; blocks (cooperatively) while 1024 are already waiting. With a
+        ``name``, a ``grpc-send`` event fires when grpcio takes it."""
+        self.queue.put((message, name, time.perf_counter()))
 
     def close(self) -> None:
-        """Half-close, give replies a moment, then cancel."""
+        """Let queued messages go (up to 5 s), half-close, give replies a moment, cancel.
+        Messages still queued then are reported as failed sends."""
         self.closed = True
+        deadline = time.perf_counter() + 5
+        while not self.queue.empty() and time.perf_counter() < deadline:
+            gevent.sleep(0.05)
+        unsent = 0
+        while not self.queue.empty():
+            message, name, begin = self.queue.get_nowait()
+            unsent += 1
+            if name:
+                fire("grpc-send", name, begin, len(message), RuntimeError("not sent by stop"))
         self.queue.put(_END)
         self.reader.join(timeout=2)
         self.call.cancel()
@@ -228,16 +249,16 @@ class _Paced:
             delay = self.started + self.sequence / self.rate - time.perf_counter()
             gevent.sleep(max(0.0, delay))
 
-    def packet_fields(self) -> dict[str, Any]:
+    def next_frame(self, layout: PacketLayout) -> bytes:
+        """The next packet (``layout``'s field numbers) as bytes, built from wire pieces so
+        the generator spends its CPU on sending, not on encoding."""
         self.sequence += 1
         body = make_payload(self.size, self.sequence)
         if self.video:
-            return {
-                "video": VideoFrame(
-                    payload=body, codec="raw-yuv420", width=1024, height=1024 // 2, raw=True
-                )
-            }
-        return {"binary": BinaryFrame(payload=body, mime_type="application/octet-stream")}
+            frame = VIDEO_HEAD + encode_len_field(1, body)
+            return encode_len_field(layout.number_of("video"), frame)
+        frame = BINARY_HEAD + encode_len_field(1, body)
+        return encode_len_field(layout.number_of("binary"), frame)
 
 
 class HubProducer(_Paced, User):
@@ -264,10 +285,8 @@ class HubProducer(_Paced, User):
         """Send paced packets for about a second (locust calls it again)."""
 
         def send() -> None:
-            begin = time.perf_counter()
-            packet = bytes(ProcessRequest(packet=DataPacket(**self.packet_fields())))
-            self.stream.send(packet)
-            fire("grpc-send", "Process/send", begin, len(packet))
+            packet = wrap_process_message(self.next_frame(PacketLayout.DATA_PACKET))
+            self.stream.send(packet, "Process/send")
 
         self.paced_for_a_second(send)
 
@@ -353,10 +372,8 @@ class ConnectorProducer(_Paced, User):
         """Send paced packets for about a second (locust calls it again)."""
 
         def send() -> None:
-            begin = time.perf_counter()
-            packet = bytes(DataRequest(**self.packet_fields()))
-            self.data.send(packet)
-            fire("grpc-send", "Data/send", begin, len(packet))
+            packet = self.next_frame(PacketLayout.DATA_REQUEST)
+            self.data.send(packet, "Data/send")
 
         self.paced_for_a_second(send)
 

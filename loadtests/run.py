@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tomllib
@@ -127,24 +128,31 @@ def _hub_totals(address: str) -> dict[str, float]:
 
 
 def knee(history: list[dict[str, str]]) -> str:
-    """Where delivery p99 first exceeds 4x its first stable value, or failures start."""
-    rows = [row for row in history if row["Name"] == "Process/deliver" and _number(row, "99%")]
-    if not rows:
-        return "no deliveries recorded"
-    baseline = _number(rows[min(2, len(rows) - 1)], "99%")
-    for row in rows:
-        p99 = _number(row, "99%")
-        if p99 > 4 * baseline or _number(row, "Failures/s") > 0:
-            return (
-                f"knee at {int(_number(row, 'User Count')) // 2} pairs: "
-                f"p99 {p99:.0f} ms (from {baseline:.0f} ms), "
-                f"{_number(row, 'Requests/s'):.0f} deliveries/s"
+    """The first ramp stage (user count) whose median delivery p99 is over 4x the first
+    stage's and stays so for every later stage: where latency turns from flat to climbing."""
+    stages: dict[int, list[tuple[float, float]]] = {}
+    for row in history:
+        if row["Name"] == "Process/deliver" and _number(row, "99%"):
+            stages.setdefault(int(_number(row, "User Count")), []).append(
+                (_number(row, "99%"), _number(row, "Requests/s"))
             )
-    last = rows[-1]
-    return (
-        f"no knee up to {int(_number(last, 'User Count')) // 2} pairs "
-        f"({_number(last, 'Requests/s'):.0f} deliveries/s, p99 {_number(last, '99%'):.0f} ms)"
-    )
+    if not stages:
+        return "no deliveries recorded"
+    medians = [
+        (users, statistics.median(p for p, _ in rows), max(r for _, r in rows))
+        for users, rows in sorted(stages.items())
+    ]
+    baseline = medians[0][1]
+    for position, (users, p99, rate) in enumerate(medians):
+        if all(later > 4 * baseline for _, later, _ in medians[position:]):
+            before = medians[max(0, position - 1)]
+            return (
+                f"knee at {users // 2} pairs: p99 {p99:.0f} ms (first stage {baseline:.0f} ms) "
+                f"at {rate:.0f} deliveries/s; {before[0] // 2} pairs carried {before[2]:.0f}/s "
+                f"at p99 {before[1]:.0f} ms"
+            )
+    users, p99, rate = medians[-1]
+    return f"no knee up to {users // 2} pairs ({rate:.0f} deliveries/s, p99 {p99:.0f} ms)"
 
 
 def main() -> int:
@@ -234,7 +242,8 @@ def main() -> int:
         f"dropped {dropped:.0f}  lost {lost:.0f}  failures {failures:.0f}"
     )
     print(
-        f"hub: buffered {hub.get('bobravoz_buffer_depth', 0):.0f}  in {hub.get('bobravoz_packets_in_total', 0):.0f}  out "
+        f"hub: buffered {hub.get('bobravoz_buffer_depth', 0):.0f}  "
+        f"in {hub.get('bobravoz_packets_in_total', 0):.0f}  out "
         f"{hub.get('bobravoz_packets_out_total', 0):.0f}  rejected "
         f"{hub.get('bobravoz_packets_rejected_total', 0):.0f}  handshakes refused "
         f"{hub.get('bobravoz_handshakes_rejected_total', 0):.0f}"

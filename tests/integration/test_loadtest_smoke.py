@@ -1,0 +1,28 @@
+"""Smoke: the steady-state locust scenario, shortened, against a real hub and connector."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from procs import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_steady_state_smoke_passes_its_thresholds() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtests.run", "steady", "--duration", "8"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS" in done.stdout
+    assert " lost 0 " in done.stdout
+    results = REPO / "loadtests" / "results"
+    assert (results / "steady_stats.csv").stat().st_size > 0
+    assert (results / "steady.html").stat().st_size > 0

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import struct
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Generic, TypeVar, final
 
@@ -399,7 +400,27 @@ async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> 
         inbound.close(trio.BrokenResourceError("stream cancelled"))
         raise
     except Exception as error:  # noqa: BLE001 - surfaces on the trio side
-        inbound.close(_translate(error))
+        status = _status_from_trailers(stream) if trailers else None
+        inbound.close(status or _translate(error))
+
+
+def _status_from_trailers(stream: Any) -> RemoteStatusError | None:
+    """The status in trailers that arrived before a reset.
+
+    A server that ends a call while the client still sends follows its trailers with
+    RST_STREAM(NO_ERROR); grpclib then reports the reset and the status would be lost.
+    """
+    trailers = getattr(stream._stream, "trailers", None)  # noqa: SLF001
+    if not trailers:
+        return None
+    values = dict(trailers)
+    try:
+        code = StatusCode(int(values.get("grpc-status", "")))
+    except ValueError:
+        return None
+    if code is StatusCode.OK:
+        return None
+    return RemoteStatusError(code, urllib.parse.unquote(values.get("grpc-message", "")))
 
 
 async def _serve_pumps(stream: grpclib.server.Stream[Any, Any], ends: ServerStream) -> None:

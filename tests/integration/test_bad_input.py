@@ -124,3 +124,36 @@ def test_malformed_story_is_refused_with_the_field_path(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "$.spec.steps[1].needs" in done.stderr
     assert str(story) in done.stderr
+
+
+async def test_newer_generation_replaces_older_and_stale_one_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "story.yaml").write_text(STORY)
+    async with open_cluster(tmp_path) as cluster:
+        hub = await cluster.hub(tmp_path / "story.yaml")
+        endpoint = parse_endpoint(hub.find("ready")["listen"])  # type: ignore[index]
+        async with (
+            open_grpc_loop(),
+            open_grpc_channel(endpoint) as channel,
+            channel.open_stream(PROCESS_METHOD, headers(**{"connector-generation": "2"})) as old,
+        ):
+            with pytest.raises(RemoteStatusError) as stale:
+                async with channel.open_stream(
+                    PROCESS_METHOD, headers(**{"connector-generation": "1"})
+                ):
+                    pass
+            assert stale.value.code == StatusCode.FAILED_PRECONDITION
+            assert "older" in stale.value.message
+            async with channel.open_stream(
+                PROCESS_METHOD, headers(**{"connector-generation": "3"})
+            ) as new:
+                with pytest.raises(RemoteStatusError) as replaced, trio.fail_after(10):
+                    await old.receive_batch()
+                assert replaced.value.code == StatusCode.ABORTED
+                assert "generation 3" in replaced.value.message
+                await new.send(bytes(ProcessRequest(packet=DataPacket(metadata={"k": "v"}))))
+                await wait_for_metric(
+                    hub.find("ready")["metrics"],
+                    "bobravoz_packets_in_total",
+                    1,
+                    binding="default/run-1/producer",
+                )

@@ -18,21 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from loadtests.processes import read_event
+
 ROOT = Path(__file__).resolve().parent.parent
 STORY = ROOT / "loadtests" / "bench_story.yaml"
 RESULTS = ROOT / "loadtests" / "results"
-
-
-def _json_line(process: subprocess.Popen[str], event: str) -> dict[str, Any]:
-    assert process.stdout is not None
-    for line in process.stdout:
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("event") == event:
-            return data
-    raise RuntimeError(f"process {process.args!r} ended before reporting {event!r}")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -66,16 +56,16 @@ def run_case(kind: str, count: int, rate: float, size: int) -> dict[str, Any]:
     server = _spawn(server_argv)
     processes = [server]
     try:
-        target = _json_line(server, "ready")["listen"]
+        target = read_event(server, "ready")["listen"]
         client = [sys.executable, "-m", "loadtests.bench_client"]
         common = ["--target", target, "--count", str(count), "--size", str(size)]
         consumer = _spawn([*client, "consume", *common])
         processes.append(consumer)
-        _json_line(consumer, "ready")
+        read_event(consumer, "ready")
         producer = _spawn([*client, "produce", *common, "--rate", str(rate)])
         processes.append(producer)
         cpu_before = _cpu_seconds(server.pid)
-        result = _json_line(consumer, "result")
+        result = read_event(consumer, "result")
         producer.wait(timeout=120)
         cpu = _cpu_seconds(server.pid) - cpu_before
         result["server_cpu_us"] = cpu / max(1, result["received"]) * 1e6

@@ -20,24 +20,13 @@ import tomllib
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from loadtests.processes import read_event
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "loadtests" / "scenarios"
 RESULTS = ROOT / "loadtests" / "results"
 CLI = [sys.executable, "-m", "bobravoz.sdk.cli"]
-
-
-def _ready(process: subprocess.Popen[str], what: str) -> dict[str, Any]:
-    assert process.stdout is not None
-    for line in process.stdout:
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("event") == "ready":
-            return data
-    raise RuntimeError(f"{what} exited before it was ready (status {process.wait()})")
 
 
 @dataclass
@@ -70,7 +59,7 @@ class Stack:
             cwd=ROOT,
         )
         self.processes.append(hub)
-        ready = _ready(hub, "hub")
+        ready = read_event(hub, "ready")
         self.hub, self.hub_metrics = ready["listen"], ready["metrics"]
         for spec in connectors:
             connector = subprocess.Popen(
@@ -89,7 +78,7 @@ class Stack:
                 },
             )
             self.processes.append(connector)
-            self.connectors.append(_ready(connector, "connector")["listen"])
+            self.connectors.append(read_event(connector, "ready")["listen"])
 
     def stop(self) -> None:
         """Terminate everything started, waiting for each."""

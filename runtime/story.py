@@ -7,45 +7,25 @@ the bad field, e.g. ``$.spec.steps[1].needs[0]``.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal, final
 
 import msgspec
 import yaml
 
+from bobravoz.runtime.models import Model, ObjectMeta, ResourceError, convert_document
 from bobravoz.runtime.settings import StreamingSettings
 
 PrimitiveType = Literal["condition", "parallel", "sleep", "stop", "wait", "executeStory", "gate"]
-_PATH = re.compile(r"at `(\$[^`]*)`")
 
 
 @final
-class StoryError(ValueError):
+class StoryError(ResourceError):
     """A Story that cannot be used; ``path`` is the JSON path of the offending field."""
 
-    def __init__(self, source: str, path: str, message: str) -> None:
-        super().__init__(f"{source}: {path}: {message}")
-        self.source = source
-        self.path = path
-
-
-class _Model(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """Base of the resource structs: camelCase keys, unknown fields ignored."""
-
 
 @final
-class ObjectMeta(_Model, frozen=True):
-    """The parts of ``metadata`` bobravoz reads."""
-
-    name: str
-    namespace: str = "default"
-    annotations: dict[str, str] = msgspec.field(default_factory=dict)
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
-
-
-@final
-class EngramRef(_Model, frozen=True):
+class EngramRef(Model, frozen=True):
     """``steps[].ref``: the engram a step runs."""
 
     name: str
@@ -53,7 +33,7 @@ class EngramRef(_Model, frozen=True):
 
 
 @final
-class Step(_Model, frozen=True):
+class Step(Model, frozen=True):
     """One step of a Story."""
 
     name: str
@@ -80,7 +60,7 @@ class Step(_Model, frozen=True):
 
 
 @final
-class StoryTransport(_Model, frozen=True):
+class StoryTransport(Model, frozen=True):
     """``spec.transports[]``."""
 
     name: str
@@ -91,7 +71,7 @@ class StoryTransport(_Model, frozen=True):
 
 
 @final
-class TransportStatus(_Model, frozen=True):
+class TransportStatus(Model, frozen=True):
     """``status.transports[]``."""
 
     name: str
@@ -101,7 +81,7 @@ class TransportStatus(_Model, frozen=True):
 
 
 @final
-class StorySpec(_Model, frozen=True):
+class StorySpec(Model, frozen=True):
     """``spec``."""
 
     pattern: Literal["batch", "realtime"] = "batch"
@@ -110,14 +90,14 @@ class StorySpec(_Model, frozen=True):
 
 
 @final
-class StoryStatus(_Model, frozen=True):
+class StoryStatus(Model, frozen=True):
     """``status`` (only the transports part)."""
 
     transports: tuple[TransportStatus, ...] = ()
 
 
 @final
-class Story(_Model, frozen=True):
+class Story(Model, frozen=True):
     """A Story resource."""
 
     metadata: ObjectMeta
@@ -188,13 +168,7 @@ def parse_story(text: str | bytes, *, source: str = "<story>") -> Story:
         raise StoryError(source, "$", f"not valid YAML: {error}") from None
     if not isinstance(document, dict):
         raise StoryError(source, "$", "a Story must be a mapping")
-    try:
-        story = msgspec.convert(document, Story)
-    except msgspec.ValidationError as error:
-        message = str(error)
-        match = _PATH.search(message)
-        path = match.group(1) if match else "$"
-        raise StoryError(source, path, _PATH.sub("", message).rstrip(" -")) from None
+    story = convert_document(document, Story, source=source, error=StoryError)
     _check_semantics(story, source)
     return story
 

@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PACKAGES := protocol runtime connector controllers sdk
-LINTED := $(PACKAGES) tests loadtests examples
+LINTED := $(PACKAGES) tests loadtests examples deploy
 
-.PHONY: up test lint typecheck contracts pytest proto bench loadtest clean
+.PHONY: up test lint typecheck contracts pytest deploy-check proto bench loadtest clean
 SCENARIO ?= steady
 
 $(STAMP): pyproject.toml
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/bobravoz up examples/stories/pipeline.yaml --duration 30
 
-test: lint typecheck contracts pytest
+test: lint typecheck contracts deploy-check pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
@@ -32,6 +32,10 @@ contracts: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+deploy-check: $(STAMP)
+	command -v kubectl >/dev/null || (apt-get update -qq && apt-get install -y -qq kubernetes-client)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python deploy/check.py
 
 proto: $(STAMP)
 	$(BIN)/python -m bobravoz.protocol.codegen

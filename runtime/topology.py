@@ -230,9 +230,16 @@ def _p2p_obstacle(
 
 def streaming_topology(story: Story) -> Topology:
     """:func:`compute_topology` for a Story the transport serves: ``pattern: realtime`` only."""
+    return streaming_topology_with(story)
+
+
+def streaming_topology_with(
+    story: Story, *, transport_defaults: Mapping[str, StreamingSettings] | None = None
+) -> Topology:
+    """:func:`streaming_topology` with the Transports' streaming defaults by name."""
     if story.spec.pattern != "realtime":
         raise TopologyError(
             f"Story {story.metadata.name!r} has pattern {story.spec.pattern!r} at $.spec.pattern; "
             "bobravoz streams realtime Stories only"
         )
-    return compute_topology(story)
+    return compute_topology(story, transport_defaults=transport_defaults)

@@ -39,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     engram = commands.add_parser("engram", help="run a handler file: PATH[:FUNCTION]")
     engram.add_argument("target", help="a Python file defining `handle` (or PATH:FUNCTION)")
 
+    render = commands.add_parser(
+        "render", help="print the TransportBindings, routing and sidecar patch, offline"
+    )
+    render.add_argument("story", help="Story YAML file")
+    render.add_argument("--storyrun", required=True, help="StoryRun name")
+    render.add_argument("--transport", default=None, help="YAML file with Transport resources")
+    render.add_argument(
+        "--connector-image",
+        default=os.environ.get("CONNECTOR_IMAGE", "ghcr.io/bubustack/bobravoz-connector:0.1.0"),
+    )
+
     up = commands.add_parser("up", help="run a Story locally: hub, connectors and engrams")
     up.add_argument("story", help="Story YAML file")
     up.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
@@ -66,6 +77,27 @@ def _run_engram_file(target: str) -> int:
     return run_engram(handler)
 
 
+def _render(story: str, storyrun: str, transport: str | None, image: str) -> int:
+    from bobravoz.controllers.injection import InjectionConfig
+    from bobravoz.controllers.render import render_text
+    from bobravoz.runtime.models import ResourceError
+    from bobravoz.runtime.story import load_story
+    from bobravoz.runtime.topology import TopologyError
+
+    try:
+        text = render_text(
+            load_story(story),
+            storyrun,
+            Path(transport) if transport else None,
+            InjectionConfig(image=image),
+        )
+    except (ResourceError, TopologyError) as error:
+        print(f"bobravoz render: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -81,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return connector_main()
     if args.command == "engram":
         return _run_engram_file(args.target)
+    if args.command == "render":
+        return _render(args.story, args.storyrun, args.transport, args.connector_image)
     from bobravoz.sdk.local_runner import UpOptions, run_up
 
     return run_up(

@@ -36,6 +36,8 @@ class ObjectMeta(Model, frozen=True):
     uid: str | None = None
     resource_version: str | None = None
     generation: int | None = None
+    finalizers: tuple[str, ...] = ()
+    deletion_timestamp: str | None = None
 
 
 def convert_document(

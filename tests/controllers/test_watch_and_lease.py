@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import trio
 from kubefake import FakeKube, serve_fake_kube
 

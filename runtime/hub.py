@@ -154,22 +154,59 @@ def _limits_for(topology: Topology, step: str) -> ChannelLimits:
 
 
 @final
+class TopologyRegistry:
+    """Which topology routes each StoryRun.
+
+    Local mode has one Story: every StoryRun in its namespace uses it (``fixed``). In a
+    cluster the controller hands each realtime StoryRun's topology over with :meth:`set`
+    and takes it back with :meth:`remove`; the hub never reads the cluster itself.
+    """
+
+    def __init__(self, fixed: Topology | None = None) -> None:
+        self.fixed = fixed
+        self._runs: dict[tuple[str, str], Topology] = {}
+        self._targets: dict[tuple[int, str], tuple[str, ...]] = {}
+
+    def set(self, namespace: str, storyrun: str, topology: Topology) -> None:
+        """Route StoryRun ``namespace/storyrun`` by ``topology``."""
+        self._runs[(namespace, storyrun)] = topology
+
+    def remove(self, namespace: str, storyrun: str) -> None:
+        """Forget a StoryRun (new streams for it are refused)."""
+        self._runs.pop((namespace, storyrun), None)
+
+    def lookup(self, namespace: str, storyrun: str) -> Topology | None:
+        """The topology of that StoryRun, or None."""
+        found = self._runs.get((namespace, storyrun))
+        if found is None and self.fixed is not None and self.fixed.namespace == namespace:
+            return self.fixed
+        return found
+
+    def targets(self, topology: Topology, step: str) -> tuple[str, ...]:
+        """:func:`engram_targets`, computed once per topology and step."""
+        key = (id(topology), step)
+        found = self._targets.get(key)
+        if found is None:
+            found = self._targets[key] = engram_targets(topology, step)
+        return found
+
+
+@final
 class Hub:
-    """Routes packets between the bindings of one Story's runs. Open with :func:`open_hub`."""
+    """Routes packets between the bindings of StoryRuns. Open with :func:`open_hub`."""
 
     def __init__(
         self,
-        topology: Topology,
+        topologies: TopologyRegistry,
         settings: HubSettings,
         metrics: TransportMetrics,
         supervisor: Supervisor,
     ) -> None:
-        self.topology = topology
+        self.topologies = topologies
         self.settings = settings
         self.metrics = metrics
         self._supervisor = supervisor
         self._bindings: dict[tuple[str, str, str], StepBinding] = {}
-        self._targets = {node.id: engram_targets(topology, node.id) for node in topology.steps}
         self._connections = itertools.count(1)
         self._heartbeat = heartbeat_packet()
 
@@ -182,7 +219,7 @@ class Hub:
                 namespace=namespace,
                 storyrun=storyrun,
                 step=step,
-                limits=_limits_for(self.topology, step),
+                limits=_limits_for(self._topology(namespace, storyrun), step),
                 counters=self.metrics.binding(f"{namespace}/{storyrun}/{step}"),
             )
             self._bindings[key] = binding
@@ -194,6 +231,12 @@ class Hub:
 
             self.metrics.depth_probes[binding.key] = depth
         return binding
+
+    def _topology(self, namespace: str, storyrun: str) -> Topology:
+        topology = self.topologies.lookup(namespace, storyrun)
+        if topology is None:
+            raise KeyError(f"no topology for StoryRun {namespace}/{storyrun}")
+        return topology
 
     def accept(self, stream: ServerStream) -> None:
         """Admit or refuse a new Process stream; admitted ones become binding actors."""
@@ -226,18 +269,25 @@ class Hub:
 
     def _admit(self, stream: ServerStream) -> BindingIdentity:
         identity = check_handshake(stream.metadata)
-        if identity.namespace != self.topology.namespace:
+        topology = self.topologies.lookup(identity.namespace, identity.storyrun)
+        if topology is None:
+            fixed = self.topologies.fixed
+            where = (
+                f"; Story {fixed.story_name!r} runs in namespace {fixed.namespace!r}"
+                if fixed is not None
+                else ""
+            )
             raise HandshakeError(
                 StatusCode.NOT_FOUND,
-                "unknown_namespace",
-                f"Story {self.topology.story_name!r} runs in namespace "
-                f"{self.topology.namespace!r}, not {identity.namespace!r}",
+                "unknown_storyrun",
+                f"no streaming topology for StoryRun {identity.namespace}/{identity.storyrun}"
+                + where,
             )
-        if not self.topology.has_step(identity.step):
+        if not topology.has_step(identity.step):
             raise HandshakeError(
                 StatusCode.NOT_FOUND,
                 "unknown_step",
-                f"step {identity.step!r} is not in Story {self.topology.story_name!r}",
+                f"step {identity.step!r} is not in Story {topology.story_name!r}",
             )
         if self.metrics.open_streams >= self.settings.max_streams:
             raise HandshakeError(
@@ -306,7 +356,8 @@ class Hub:
             self.metrics.open_streams -= 1
 
     async def _ingest(self, binding: StepBinding, stream: ServerStream) -> None:
-        targets = self._targets.get(binding.step, ())
+        topology = self._topology(binding.namespace, binding.storyrun)
+        targets = self.topologies.targets(topology, binding.step)
         counters = binding.counters
         limit = self.settings.max_packet_bytes
         while True:
@@ -382,15 +433,14 @@ class Hub:
 
 @contextlib.asynccontextmanager
 async def open_hub(
-    topology: Topology,
+    topologies: TopologyRegistry,
     metrics: TransportMetrics,
     settings: HubSettings | None = None,
 ) -> AsyncIterator[Hub]:
-    """Open a hub for ``topology``; its binding actors live until the block exits."""
+    """Open a hub routing by ``topologies``; its binding actors live until the block exits."""
     settings = settings or HubSettings()
-
     async with open_supervisor("hub", settings.restart) as supervisor:
-        hub = Hub(topology, settings, metrics, supervisor)
+        hub = Hub(topologies, settings, metrics, supervisor)
         try:
             yield hub
         finally:
@@ -399,17 +449,21 @@ async def open_hub(
 
 async def serve_hub(
     listen: Endpoint,
-    topology: Topology,
+    topologies: TopologyRegistry | Topology,
     metrics: TransportMetrics,
     settings: HubSettings | None = None,
     *,
     task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``HubService.Process`` for ``topology`` on ``listen`` until cancelled.
+    """Serve ``HubService.Process`` on ``listen`` until cancelled, routing by ``topologies``
+    (one Topology means local mode: every StoryRun of its namespace follows it).
 
     ``task_status.started`` receives the bound endpoint. Runs inside ``open_grpc_loop``.
     """
-    async with open_hub(topology, metrics, settings) as hub:
+    registry = (
+        topologies if isinstance(topologies, TopologyRegistry) else TopologyRegistry(topologies)
+    )
+    async with open_hub(registry, metrics, settings) as hub:
         accept: Callable[[ServerStream], None] = hub.accept
         async with trio.open_nursery() as nursery:
             server = await nursery.start(

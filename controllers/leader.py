@@ -133,7 +133,10 @@ class LeaderElector:
         finally:
             self._set(False)
             with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await trio.to_thread.run_sync(self.release)
+                try:
+                    await trio.to_thread.run_sync(self.release)
+                except Exception as error:  # noqa: BLE001 - the API may be gone at shutdown
+                    log.info("lease not released (%r); it will expire", error)
 
     async def wait_leading(self) -> None:
         """Return once this replica leads."""

@@ -1,0 +1,127 @@
+"""The transport controller end to end against the stand-in API server: finalizer, waiting
+for bindings, TransportReady, binding status, events, conflicts, idempotence, and the
+topology handed to the hub."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+import yaml
+from kubefake import FakeKube, serve_fake_kube
+from prometheus_client import CollectorRegistry
+
+from bobravoz.controllers.kube import Kube, client_for
+from bobravoz.controllers.leader import LeaderElector
+from bobravoz.controllers.manager import ControllerMetrics, TransportController, run_when_leading
+from bobravoz.controllers.reconcile import FINALIZER
+from bobravoz.runtime.hub import TopologyRegistry
+
+STORY = Path(__file__).resolve().parents[1] / "fixtures" / "stories" / "p2p-chain.yaml"
+HUB = "bobravoz-grpc-hub.bobravoz-system.svc.cluster.local:9000"
+RUNS = "runs.bubustack.io/v1alpha1/storyruns"
+BINDINGS = "transport.bubustack.io/v1alpha1/transportbindings"
+
+
+async def eventually(condition: Callable[[], bool], limit: float = 15.0) -> None:
+    with trio.fail_after(limit):
+        for _ in itertools.count():
+            if condition():
+                return
+            await trio.sleep(0.05)
+
+
+def binding(step: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "transport.bubustack.io/v1alpha1",
+        "kind": "TransportBinding",
+        "metadata": {"name": f"r1-{step}-transport", "namespace": "demo"},
+        "spec": {
+            "transportRef": "grpc-default",
+            "driver": "bobravoz-grpc",
+            "stepName": step,
+            "engramName": f"r1-{step}",
+            "storyRunRef": {"name": "r1", "namespace": "demo"},
+            "binary": {"direction": "bidirectional"},
+        },
+    }
+
+
+def condition(fake: FakeKube, kind: str) -> dict[str, Any]:
+    run = fake.get(RUNS, "demo", "r1") or {}
+    found = [c for c in run.get("status", {}).get("conditions", []) if c["type"] == kind]
+    return found[0] if found else {}
+
+
+async def test_controller_reconciles_a_storyrun_through_its_lifecycle() -> None:
+    fake = FakeKube()
+    fake.put("bubustack.io/v1alpha1/stories", yaml.safe_load(STORY.read_text()))
+    fake.put(
+        RUNS,
+        {
+            "apiVersion": "runs.bubustack.io/v1alpha1",
+            "kind": "StoryRun",
+            "metadata": {"name": "r1", "namespace": "demo", "uid": "u1"},
+            "spec": {"storyRef": {"name": "p2p-chain"}},
+        },
+    )
+    topologies = TopologyRegistry()
+    metrics = ControllerMetrics(CollectorRegistry())
+    async with trio.open_nursery() as nursery:
+        host = await nursery.start(serve_fake_kube, fake)
+        controller = TransportController(Kube(client_for(host)), HUB, topologies, metrics)
+        elector = LeaderElector(
+            Kube(client_for(host)), "bobravoz-system", "bobravoz", "me", renew_every=0.2
+        )
+        nursery.start_soon(run_when_leading, elector, controller, metrics)
+
+        await eventually(
+            lambda: condition(fake, "TransportReady").get("reason") == "AwaitingTransport"
+        )
+        run = fake.get(RUNS, "demo", "r1")
+        assert run is not None
+        assert FINALIZER in run["metadata"]["finalizers"]
+        assert "r1-producer-transport" in condition(fake, "TransportReady")["message"]
+        assert topologies.lookup("demo", "r1") is not None  # the hub can route already
+
+        fake.conflicts = 2  # the next two writes conflict: the controller re-reads and retries
+        for step in ("producer", "enricher", "consumer"):
+            fake.put(BINDINGS, binding(step))
+        await eventually(lambda: condition(fake, "TransportReady").get("status") == "True")
+        assert condition(fake, "Ready")["reason"] == "TransportReady"
+        for step in ("producer", "enricher", "consumer"):
+            stored = fake.get(BINDINGS, "demo", f"r1-{step}-transport")
+            assert stored is not None
+            assert stored["status"]["endpoint"] == HUB
+            assert stored["status"]["conditions"][0]["status"] == "True"
+        await eventually(lambda: any(e["reason"] == "TransportReady" for e in fake.events))
+
+        # Unchanged input: more reconciles happen (binding watch events, requeues), no writes.
+        writes = [
+            r for r in fake.requests if r[0] in {"PATCH", "PUT", "POST"} and "leases" not in r[1]
+        ]
+        controller.queue.add("demo/r1")
+        await trio.sleep(1.0)
+        after = [
+            r for r in fake.requests if r[0] in {"PATCH", "PUT", "POST"} and "leases" not in r[1]
+        ]
+        assert after == writes
+
+        deleting = fake.get(RUNS, "demo", "r1")
+        assert deleting is not None
+        deleting["metadata"]["deletionTimestamp"] = "2026-11-24T03:00:00Z"
+        fake.put(RUNS, deleting)
+        await eventually(
+            lambda: (
+                FINALIZER
+                not in (fake.get(RUNS, "demo", "r1") or {})
+                .get("metadata", {})
+                .get("finalizers", [FINALIZER])
+            )
+        )
+        assert condition(fake, "TransportReady")["reason"] == "TransportCleaned"
+        await eventually(lambda: topologies.lookup("demo", "r1") is None)
+        nursery.cancel_scope.cancel()

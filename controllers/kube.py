@@ -40,6 +40,7 @@ class Kind:
 
 STORYRUNS: Final = Kind("runs.bubustack.io", "v1alpha1", "storyruns")
 STORIES: Final = Kind("bubustack.io", "v1alpha1", "stories")
+ENGRAMS: Final = Kind("bubustack.io", "v1alpha1", "engrams")
 TRANSPORTBINDINGS: Final = Kind("transport.bubustack.io", "v1alpha1", "transportbindings")
 LEASES: Final = Kind("coordination.k8s.io", "v1", "leases")
 
@@ -171,6 +172,16 @@ class Kube:
             body,
         )
         return result
+
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str]:
+        """The data of a ConfigMap ({} when it does not exist)."""
+        try:
+            found = self._call(self._core.read_namespaced_config_map, name, namespace)
+        except ApiError as error:
+            if error.status == 404:
+                return {}
+            raise
+        return dict(found.data or {})
 
     def record_event(self, namespace: str, body: dict[str, Any]) -> None:
         """Create a core/v1 Event."""

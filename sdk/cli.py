@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,33 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("--metrics", type=_endpoint, default=None, help="HOST:PORT for /metrics")
 
     commands.add_parser("connector", help="run a connector sidecar configured by environment")
+
+    manager = commands.add_parser(
+        "controller", help="run the manager: transport reconciler, hub and injection webhook"
+    )
+    manager.add_argument("--api-server", default=None, help="API URL (default: in-cluster)")
+    manager.add_argument("--hub-listen", type=_endpoint, default="0.0.0.0:9000")
+    manager.add_argument(
+        "--health-listen",
+        type=_endpoint,
+        default="0.0.0.0:8081",
+        help="/healthz, /readyz and /metrics",
+    )
+    manager.add_argument(
+        "--metrics-listen",
+        type=_endpoint,
+        default=None,
+        help="accepted for compatibility; metrics are on --health-listen",
+    )
+    manager.add_argument("--webhook-listen", type=_endpoint, default=None)
+    manager.add_argument("--webhook-cert-dir", default=None, help="folder with tls.crt, tls.key")
+    manager.add_argument(
+        "--config-namespace", default=os.environ.get("POD_NAMESPACE", "bobravoz-system")
+    )
+    manager.add_argument("--config-name", default="bobravoz-grpc-operator-config")
+    manager.add_argument("--leader-elect", action="store_true")
+    manager.add_argument("--identity", default=os.environ.get("POD_NAME", socket.gethostname()))
+    manager.add_argument("--connector-image", default=None)
 
     engram = commands.add_parser("engram", help="run a handler file: PATH[:FUNCTION]")
     engram.add_argument("target", help="a Python file defining `handle` (or PATH:FUNCTION)")
@@ -106,6 +134,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_hub(
             HubOptions(listen=args.listen, story=args.story, metrics=args.metrics), os.environ
+        )
+    if args.command == "controller":
+        from bobravoz.controllers.main import ManagerOptions
+        from bobravoz.controllers.main import main as manager_main
+
+        return manager_main(
+            ManagerOptions(
+                api_server=args.api_server,
+                hub_listen=args.hub_listen,
+                health_listen=args.health_listen,
+                webhook_listen=args.webhook_listen,
+                webhook_cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
+                config_namespace=args.config_namespace,
+                config_name=args.config_name,
+                leader_elect=args.leader_elect,
+                identity=args.identity,
+                connector_image=args.connector_image,
+            )
         )
     if args.command == "connector":
         from bobravoz.connector.main import main as connector_main

@@ -23,10 +23,11 @@ from bobravoz.protocol.gen.transport.v1 import (
     ControlRequest,
     ControlResponse,
 )
+from bobravoz.protocol.packets import split_process_message
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
 from bobravoz.runtime.grpc_bridge import ServerStream
-from bobravoz.runtime.handshake import HandshakeError, check_protocol
+from bobravoz.runtime.handshake import HandshakeError, check_handshake, check_protocol
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.supervisor import Restart, Supervisor
@@ -36,7 +37,9 @@ log = logging.getLogger(__name__)
 DATA_METHOD: Final = "/transport.v1.TransportConnectorService/Data"
 CONTROL_METHOD: Final = "/transport.v1.TransportConnectorService/Control"
 HUB_PUSH_METHOD: Final = "/transport.v1.TransportConnectorService/HubPush"
-METHODS: Final = (DATA_METHOD, CONTROL_METHOD, HUB_PUSH_METHOD)
+#: Peer-to-peer: an upstream connector sends here with the hub's own RPC.
+PROCESS_METHOD: Final = "/transport.v1.HubService/Process"
+METHODS: Final = (DATA_METHOD, CONTROL_METHOD, HUB_PUSH_METHOD, PROCESS_METHOD)
 
 #: Canonical names of control actions (the Go SDK's strings).
 ACTION_NAMES: Final = {
@@ -117,7 +120,17 @@ class ConnectorService:
             stream.finish(refusal.code, refusal.message)
             return
         number = next(self._numbers)
-        if stream.method == DATA_METHOD:
+        if stream.method == PROCESS_METHOD:
+            try:
+                peer = check_handshake(stream.metadata)
+            except HandshakeError as refusal:
+                self.metrics.handshake_rejections[refusal.reason] += 1
+                stream.finish(refusal.code, refusal.message)
+                return
+            self._supervisor.start_child(
+                f"peer#{number}", self._serve_peer, stream, peer.key, restart=Restart.TEMPORARY
+            )
+        elif stream.method == DATA_METHOD:
             if self._data_actor is not None:
                 self._supervisor.stop_child(self._data_actor)
             self._data_actor = f"data#{number}"
@@ -188,6 +201,41 @@ class ConnectorService:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 counters.dropped["engram_stream_broken"] += len(batch) + stream.outbound_depth()
                 return
+
+    async def _serve_peer(self, stream: ServerStream, peer: str) -> None:
+        """Peer-to-peer: an upstream step's connector sends its packets straight here (the
+        same ``Process`` stream a hub serves); they go to this engram like hub packets."""
+        stream.accept()
+        self.metrics.open_streams += 1
+        counters = self.metrics.binding(f"{peer}->p2p")
+        inbox = self.link.inbox
+        try:
+            while True:
+                try:
+                    batch = await stream.receive_batch()
+                except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
+                    break
+                for raw in batch:
+                    try:
+                        packet, _flow = split_process_message(raw)
+                        if packet is None:
+                            continue
+                        violation = validate_packet(packet, PacketLayout.DATA_PACKET)
+                        if violation is not None:
+                            counters.rejected[violation.reason] += 1
+                            continue
+                        response = convert_layout(
+                            packet, PacketLayout.DATA_PACKET, PacketLayout.DATA_REQUEST
+                        )
+                    except WireFormatError:
+                        counters.rejected["malformed"] += 1
+                        continue
+                    counters.packets_in += 1
+                    counters.bytes_in += len(response)
+                    await inbox.send(response, len(response))
+        finally:
+            self.metrics.open_streams -= 1
+        stream.finish()
 
     async def _serve_control(self, stream: ServerStream) -> None:
         stream.accept()

@@ -110,18 +110,21 @@ class Cluster:
         storyrun: str = "run-1",
         namespace: str = "default",
         generation: int = 1,
+        listen: str | None = None,
+        upstream: str | None = None,
     ) -> Proc:
-        """A connector for ``step`` on a unix socket in the scratch folder."""
+        """A connector for ``step`` on a unix socket in the scratch folder (or ``listen``),
+        linked to ``hub`` (or to ``upstream``: a peer connector, for P2P)."""
         return await self.start(
             f"connector-{step}",
             [*CLI, "connector"],
             {
-                "BUBU_HUB_ENDPOINT": hub.find("ready")["listen"],  # type: ignore[index]
+                "BUBU_HUB_ENDPOINT": upstream or hub.find("ready")["listen"],  # type: ignore[index]
                 "BUBU_STORYRUN_ID": storyrun,
                 "BUBU_POD_NAMESPACE": namespace,
                 "BUBU_STEP_NAME": step,
                 "BUBU_CONNECTOR_GENERATION": str(generation),
-                "BUBU_GRPC_LOCAL_ENDPOINT": f"unix://{self.scratch}/{step}.sock",
+                "BUBU_GRPC_LOCAL_ENDPOINT": listen or f"unix://{self.scratch}/{step}.sock",
                 "BOBRAVOZ_METRICS_LISTEN": "127.0.0.1:0",
                 "BUBU_GRPC_RECONNECT_BASE_BACKOFF": "100ms",
                 "BUBU_GRPC_RECONNECT_MAX_BACKOFF": "1s",

@@ -139,3 +139,26 @@ async def test_connector_stops_when_the_hub_refuses_its_step(tmp_path: Path) -> 
         log = (tmp_path / "connector-no-such-step.log").read_text()
         assert "NOT_FOUND" in log
         assert "no-such-step" in log
+
+
+async def test_peer_to_peer_link_bypasses_the_hub(tmp_path: Path) -> None:
+    (tmp_path / "story.yaml").write_text(STORY)
+    async with open_cluster(tmp_path) as cluster:
+        hub = await cluster.hub(tmp_path / "story.yaml")
+        downstream = await cluster.connector(hub, "consumer", listen="127.0.0.1:0")
+        upstream = await cluster.connector(
+            hub,
+            "producer",
+            upstream=downstream.find("ready")["listen"],  # type: ignore[index]
+        )
+        sink = await cluster.engram(downstream, "consumer", "sink", {"idle_timeout": 5})
+        await cluster.engram(upstream, "producer", "source", {"count": 120, "rate": 1000})
+        summary = await sink.wait_for("summary", 30)
+        assert summary["received"] == 120
+        assert summary["out_of_order"] == 0
+        samples = await trio.to_thread.run_sync(scrape, hub.find("ready")["metrics"])
+        assert metric(samples, "bobravoz_packets_in_total", binding="default/run-1/producer") == 0
+        peer = await trio.to_thread.run_sync(scrape, downstream.find("ready")["metrics"])
+        assert (
+            metric(peer, "bobravoz_packets_in_total", binding="default/run-1/producer->p2p") == 121
+        )

@@ -36,6 +36,8 @@ class ConnectorConfig:
     max_reconnects: int = 200
     #: Seconds to wait for the hub before a Control stream is told about the failure.
     message_timeout: float = 30.0
+    #: Seconds between binding status heartbeats (BUBU_TRANSPORT_HEARTBEAT_INTERVAL).
+    heartbeat_interval: float = 30.0
 
 
 def _local_endpoint(env: EnvReader) -> Endpoint:
@@ -107,4 +109,5 @@ def load_config(environ: Mapping[str, str]) -> ConnectorConfig:
         reconnect_max=env.duration("BUBU_GRPC_RECONNECT_MAX_BACKOFF", 30.0),
         max_reconnects=env.integer("BOBRAVOZ_HUB_MAX_RECONNECTS", 200, minimum=-1),
         message_timeout=env.duration("BUBU_GRPC_MESSAGE_TIMEOUT", 30.0),
+        heartbeat_interval=env.duration("BUBU_TRANSPORT_HEARTBEAT_INTERVAL", 30.0) or 30.0,
     )

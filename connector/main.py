@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import trio
 from prometheus_client import CollectorRegistry
 
+from bobravoz.connector.binding_status import StatusReporter
 from bobravoz.connector.config import ConnectorConfig, load_config
 from bobravoz.connector.hub_link import HubLink
 from bobravoz.connector.service import METHODS, ConnectorService
@@ -61,12 +62,42 @@ async def run_connector(
             )
             addresses["metrics"] = str(bound)
         task_status.started(addresses)
+        reporter = None
+        if config.binding is not None:
+            reporter = StatusReporter.from_environment(
+                os.environ,
+                config.binding.namespace or config.identity.namespace,
+                config.binding.name,
+            )
+        if reporter is not None:
+            service.negotiated = reporter.negotiated
+            supervisor.start_child(
+                "binding-status",
+                _report_status,
+                link,
+                reporter,
+                config.heartbeat_interval,
+                restart=Restart.PERMANENT,
+            )
         await link.run()
         reason = link.fatal or "hub link ended"
         service.broadcast_error(StatusCode.UNAVAILABLE, reason, {"reason": "hub_link_failed"})
         await trio.sleep(0.2)  # let the ERROR reach open Control streams
         supervisor.cancel()
         return reason
+
+
+async def _report_status(link: HubLink, reporter: StatusReporter, interval: float) -> None:
+    """Report Ready on every link change and a heartbeat every ``interval`` seconds."""
+    while True:
+        message = (
+            "connector heartbeat (source=connector)"
+            if link.up
+            else f"hub link to {link.config.hub} is down"
+        )
+        await reporter.report(ready=link.up, message=message)
+        with trio.move_on_after(interval):
+            await link.changed.wait()
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:

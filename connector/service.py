@@ -16,6 +16,7 @@ from typing import Final, final
 
 import trio
 
+from bobravoz.connector.binding_status import Negotiated
 from bobravoz.connector.hub_link import HubLink, LinkEvent
 from bobravoz.protocol.gen.transport.v1 import (
     ControlAction,
@@ -107,6 +108,8 @@ class ConnectorService:
         self._numbers = itertools.count(1)
         self._data_actor: str | None = None
         self._controls: set[ServerStream] = set()
+        #: Codecs seen from the engram, for the binding status (None: not reporting).
+        self.negotiated: Negotiated | None = None
 
     def accept(self, stream: ServerStream) -> None:
         """Route a new local stream to its actor, or refuse it with a status."""
@@ -172,7 +175,10 @@ class ConnectorService:
                 batch = await stream.receive_batch()
             except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
                 return
+            negotiated = self.negotiated
             for raw in batch:
+                if negotiated is not None and negotiated.binary is None:
+                    negotiated.observe(raw, PacketLayout.DATA_REQUEST)
                 violation = validate_packet(raw, PacketLayout.DATA_REQUEST)
                 if violation is not None:
                     counters.rejected[violation.reason] += 1

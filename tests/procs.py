@@ -112,6 +112,7 @@ class Cluster:
         generation: int = 1,
         listen: str | None = None,
         upstream: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Proc:
         """A connector for ``step`` on a unix socket in the scratch folder (or ``listen``),
         linked to ``hub`` (or to ``upstream``: a peer connector, for P2P)."""
@@ -128,6 +129,7 @@ class Cluster:
                 "BOBRAVOZ_METRICS_LISTEN": "127.0.0.1:0",
                 "BUBU_GRPC_RECONNECT_BASE_BACKOFF": "100ms",
                 "BUBU_GRPC_RECONNECT_MAX_BACKOFF": "1s",
+                **(env or {}),
             },
         )
 

@@ -159,3 +159,42 @@ def test_missing_story_and_batch_stories() -> None:
 )
 def test_pending_backoff(waited: float, delay: float) -> None:
     assert pending_backoff(waited) == delay
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "voice-pipeline.yaml",
+        "fanout-rules-fanin.yaml",
+        "p2p-chain.yaml",
+        "hook-primitive-hybrid.yaml",
+    ],
+)
+def test_every_fixture_story_waits_for_its_bindings_then_becomes_ready(fixture: str) -> None:
+    loaded = load_story(FIXTURES / fixture)
+    name = loaded.metadata.name
+    runs = StoryRun(
+        metadata=ObjectMeta(name="r1", namespace=loaded.metadata.namespace),
+        spec=StoryRunSpec(story_ref=ObjectRef(name=name)),
+    )
+    waiting = plan_reconcile(runs, loaded, {}, hub_endpoint=HUB, now=NOW)
+    assert waiting.topology is not None
+    steps = [node.id for node in waiting.topology.streaming_steps()]
+    assert waiting.pending == tuple(f"r1-{step}-transport" for step in steps)
+    present = {
+        f"r1-{step}-transport": TransportBinding(
+            metadata=ObjectMeta(name=f"r1-{step}-transport", namespace=loaded.metadata.namespace),
+            spec=TransportBindingSpec(
+                transport_ref="t",
+                driver="bobravoz-grpc",
+                step_name=step,
+                engram_name=f"r1-{step}",
+                binary=BinaryLane(direction="bidirectional"),
+            ),
+        )
+        for step in steps
+    }
+    current, _ = apply(runs, {}, waiting)
+    ready = plan_reconcile(current, loaded, present, hub_endpoint=HUB, now=LATER)
+    assert conditions(ready)["TransportReady"] == ("True", "TransportReady")
+    assert len(ready.bindings) == len(steps)

@@ -18,9 +18,10 @@ import trio
 
 from bobravoz.connector.config import ConnectorConfig
 from bobravoz.protocol.packets import is_heartbeat, split_process_message, wrap_process_message
+from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
 from bobravoz.runtime.channel import BoundedChannel, ChannelLimits, DropReason
-from bobravoz.runtime.grpc_bridge import ClientStream, open_grpc_channel
+from bobravoz.runtime.grpc_bridge import ClientStream, ServerStream, open_grpc_channel
 from bobravoz.runtime.hub import PROCESS_METHOD
 from bobravoz.runtime.metrics import BindingCounters, DepthProbe, TransportMetrics
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
@@ -182,8 +183,15 @@ class HubLink:
             counters.bytes_out += sum(len(packet) for packet in batch)
 
     async def _pump_down(self, stream: ClientStream) -> None:
-        """Hub to inbox, converting ``DataPacket`` to the ``DataResponse`` layout as bytes."""
-        counters = self.counters
+        """Hub to inbox (see :meth:`deliver_from`)."""
+        await self.deliver_from(stream, self.counters)
+
+    async def deliver_from(
+        self, stream: ClientStream | ServerStream, counters: BindingCounters
+    ) -> None:
+        """Move ``Process`` messages from the hub (or, in P2P, from an upstream peer) into the
+        inbox, converting ``DataPacket`` to the ``DataResponse`` layout as bytes; packets that
+        break the contract are counted and skipped. Returns when the stream ends."""
         while True:
             try:
                 batch = await stream.receive_batch()
@@ -193,6 +201,10 @@ class HubLink:
                 try:
                     packet, _flow = split_process_message(raw)
                     if packet is None:
+                        continue
+                    violation = validate_packet(packet, PacketLayout.DATA_PACKET)
+                    if violation is not None:
+                        counters.rejected[violation.reason] += 1
                         continue
                     response = convert_layout(
                         packet, PacketLayout.DATA_PACKET, PacketLayout.DATA_REQUEST

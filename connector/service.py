@@ -24,7 +24,6 @@ from bobravoz.protocol.gen.transport.v1 import (
     ControlRequest,
     ControlResponse,
 )
-from bobravoz.protocol.packets import split_process_message
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
 from bobravoz.runtime.grpc_bridge import ServerStream
@@ -213,32 +212,8 @@ class ConnectorService:
         same ``Process`` stream a hub serves); they go to this engram like hub packets."""
         stream.accept()
         self.metrics.open_streams += 1
-        counters = self.metrics.binding(f"{peer}->p2p")
-        inbox = self.link.inbox
         try:
-            while True:
-                try:
-                    batch = await stream.receive_batch()
-                except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
-                    break
-                for raw in batch:
-                    try:
-                        packet, _flow = split_process_message(raw)
-                        if packet is None:
-                            continue
-                        violation = validate_packet(packet, PacketLayout.DATA_PACKET)
-                        if violation is not None:
-                            counters.rejected[violation.reason] += 1
-                            continue
-                        response = convert_layout(
-                            packet, PacketLayout.DATA_PACKET, PacketLayout.DATA_REQUEST
-                        )
-                    except WireFormatError:
-                        counters.rejected["malformed"] += 1
-                        continue
-                    counters.packets_in += 1
-                    counters.bytes_in += len(response)
-                    await inbox.send(response, len(response))
+            await self.link.deliver_from(stream, self.metrics.binding(f"{peer}->p2p"))
         finally:
             self.metrics.open_streams -= 1
         stream.finish()

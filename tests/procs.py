@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,3 +241,12 @@ async def wait_for_metric(
             if current == value or (at_least and current >= value):
                 return samples
             await trio.sleep(0.1)
+
+
+async def eventually(condition: Callable[[], bool], limit: float = 15.0) -> None:
+    """Poll ``condition`` every 50 ms until it holds; fail the test after ``limit`` seconds."""
+    with trio.fail_after(limit):
+        for _ in itertools.count():
+            if condition():
+                return
+            await trio.sleep(0.05)

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 from kubefake import FakeKube, serve_fake_kube
-from procs import open_cluster
+from procs import eventually, open_cluster
 
 from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataRequest
 from bobravoz.runtime.binding import BindingEnvelope, BindingInfo, encode_binding
@@ -26,14 +24,6 @@ spec:
     - {name: producer, ref: {name: source}}
     - {name: consumer, ref: {name: sink}, needs: [producer]}
 """
-
-
-async def eventually(condition: Callable[[], bool], limit: float = 15.0) -> None:
-    with trio.fail_after(limit):
-        for _ in itertools.count():
-            if condition():
-                return
-            await trio.sleep(0.05)
 
 
 def status(fake: FakeKube) -> dict[str, Any]:

@@ -4,14 +4,13 @@ topology handed to the hub."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 import yaml
 from kubefake import FakeKube, serve_fake_kube
+from procs import eventually
 from prometheus_client import CollectorRegistry
 
 from bobravoz.controllers.kube import Kube, client_for
@@ -24,14 +23,6 @@ STORY = Path(__file__).resolve().parents[1] / "fixtures" / "stories" / "p2p-chai
 HUB = "bobravoz-grpc-hub.bobravoz-system.svc.cluster.local:9000"
 RUNS = "runs.bubustack.io/v1alpha1/storyruns"
 BINDINGS = "transport.bubustack.io/v1alpha1/transportbindings"
-
-
-async def eventually(condition: Callable[[], bool], limit: float = 15.0) -> None:
-    with trio.fail_after(limit):
-        for _ in itertools.count():
-            if condition():
-                return
-            await trio.sleep(0.05)
 
 
 def binding(step: str) -> dict[str, Any]:

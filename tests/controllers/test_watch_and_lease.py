@@ -3,28 +3,18 @@ Kubernetes REST and watch protocol: chunked events, resourceVersion, bookmarks, 
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
 from kubefake import FakeKube, serve_fake_kube
+from procs import eventually
 
 from bobravoz.controllers.kube import STORYRUNS, ApiError, Kube, client_for
 from bobravoz.controllers.leader import LeaderElector
 from bobravoz.controllers.watch import watch_forever
 
 RESOURCE = "runs.bubustack.io/v1alpha1/storyruns"
-
-
-async def eventually(condition: Callable[[], bool], limit: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail the test after ``limit`` seconds."""
-    with trio.fail_after(limit):
-        for _ in itertools.count():
-            if condition():
-                return
-            await trio.sleep(0.05)
 
 
 def storyrun(name: str) -> dict[str, Any]:

@@ -21,8 +21,9 @@ from bobravoz.controllers.manager import ControllerMetrics, TransportController,
 from bobravoz.controllers.webhook import Lookups, serve_webhook
 from bobravoz.runtime.binding import PROTOCOL_VERSION, BindingEnvelope, BindingInfo
 from bobravoz.runtime.endpoints import Endpoint
+from bobravoz.runtime.envconfig import parse_duration
 from bobravoz.runtime.grpc_bridge import open_grpc_loop
-from bobravoz.runtime.hub import TopologyRegistry, serve_hub
+from bobravoz.runtime.hub import HubSettings, TopologyRegistry, serve_hub
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
@@ -79,6 +80,21 @@ def binding_envelope(binding: Mapping[str, object]) -> BindingEnvelope:
     )
 
 
+def hub_settings_from(config: Mapping[str, str]) -> HubSettings:
+    """Hub tunables from the operator ConfigMap's ``hub.*`` keys (defaults otherwise)."""
+    defaults = HubSettings()
+    try:
+        return HubSettings(
+            max_streams=int(config.get("hub.max-active-streams", defaults.max_streams)),
+            heartbeat_interval=parse_duration(config["hub.heartbeat-interval"])
+            if "hub.heartbeat-interval" in config
+            else defaults.heartbeat_interval,
+        )
+    except ValueError as error:
+        log.warning("ignoring invalid hub.* settings in the operator ConfigMap: %s", error)
+        return defaults
+
+
 def kube_lookups(kube: Kube) -> Lookups:
     """Webhook lookups served by the API (Engram annotations, TransportBindings)."""
 
@@ -125,8 +141,9 @@ async def run_manager(
         else None
     )
     config = await trio.to_thread.run_sync(kube.config_map_data, namespace, options.config_name)
+    settings = hub_settings_from(config)
     async with trio.open_nursery() as nursery:
-        hub = await nursery.start(serve_hub, options.hub_listen, topologies, hub_metrics)
+        hub = await nursery.start(serve_hub, options.hub_listen, topologies, hub_metrics, settings)
         health = await nursery.start(serve_metrics, options.health_listen, registry)
         addresses = {"hub": str(hub), "health": str(health)}
         image = connector_image(options.connector_image, os.environ, config)

@@ -18,7 +18,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from bobravoz.controllers.kube import STORIES, STORYRUNS, TRANSPORTBINDINGS, ApiError, Kube
 from bobravoz.controllers.leader import LeaderElector
-from bobravoz.controllers.reconcile import FINALIZER, Plan, condition_patch, plan_reconcile
+from bobravoz.controllers.reconcile import (
+    FINALIZER,
+    Plan,
+    condition_patch,
+    failure_plan,
+    plan_reconcile,
+)
 from bobravoz.controllers.watch import watch_forever
 from bobravoz.controllers.workqueue import WorkQueue
 from bobravoz.runtime.hub import TopologyRegistry
@@ -134,6 +140,19 @@ class TransportController:
             return plan
         raise ApiError(409, f"StoryRun {key} kept changing during {CONFLICT_RETRIES} tries")
 
+    def report_failure(self, key: str, error: str) -> None:
+        """Best effort: TransportReady=False/TransportFailed and a Warning event on the run."""
+        namespace, _, name = key.partition("/")
+        try:
+            raw = self.kube.get(STORYRUNS, namespace, name)
+            if raw is None:
+                return
+            run = parse_resource(raw, source=f"StoryRun {key}")
+            assert isinstance(run, StoryRun)
+            self._apply(run, raw, failure_plan(run, f"transport reconcile failed: {error}", _now()))
+        except Exception as failure:  # noqa: BLE001 - reporting must not mask the retry
+            log.info("could not report the failure of %s: %r", key, failure)
+
     def _story(self, run: StoryRun) -> Story | None:
         namespace = run.spec.story_ref.namespace or run.metadata.namespace
         raw = self.kube.get(STORIES, namespace, run.spec.story_ref.name)
@@ -247,6 +266,7 @@ class TransportController:
                 self.metrics.reconciles.labels("error").inc()
                 log.warning("reconcile of %s failed (%r); retrying", key, error)
                 self.queue.retry(key)
+                await trio.to_thread.run_sync(self.report_failure, key, repr(error))
             else:
                 self.metrics.reconciles.labels("ok").inc()
                 self.queue.forget(key)

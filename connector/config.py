@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, final
 
-from bobravoz.runtime.binding import BindingEnvelope, BindingError, parse_binding
+from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingError, parse_binding
 from bobravoz.runtime.endpoints import Endpoint, parse_endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader
 from bobravoz.runtime.handshake import BindingIdentity

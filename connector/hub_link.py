@@ -11,34 +11,35 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, final
 
 import trio
 
 from bobravoz.connector.config import ConnectorConfig
+from bobravoz.protocol.constants import FATAL_HUB_CODES, PROCESS_METHOD
 from bobravoz.protocol.packets import is_heartbeat, split_process_message, wrap_process_message
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
-from bobravoz.runtime.channel import BoundedChannel, ChannelLimits, DropReason
+from bobravoz.runtime.channel import BoundedChannel, ChannelLimits, DropPolicy
 from bobravoz.runtime.grpc_bridge import ClientStream, ServerStream, open_grpc_channel
-from bobravoz.runtime.hub import PROCESS_METHOD
 from bobravoz.runtime.metrics import BindingCounters, DepthProbe, TransportMetrics
-from bobravoz.runtime.status import RemoteStatusError, StatusCode
+from bobravoz.runtime.pump import (
+    ResumePoint,
+    StreamLedger,
+    channel_to_stream,
+    settle_stream,
+    stream_to_channel,
+)
+from bobravoz.runtime.status import RemoteStatusError
 
 log = logging.getLogger(__name__)
 
 #: Refusals that no retry can fix: the connector stops and reports them.
-FATAL_CODES: Final = frozenset(
-    {
-        StatusCode.INVALID_ARGUMENT,
-        StatusCode.FAILED_PRECONDITION,
-        StatusCode.NOT_FOUND,
-        StatusCode.PERMISSION_DENIED,
-        StatusCode.UNAUTHENTICATED,
-        StatusCode.UNIMPLEMENTED,
-    }
-)
+FATAL_CODES: Final = FATAL_HUB_CODES
+#: Link events kept per Control stream that has not read them (the oldest are dropped).
+FEED_DEPTH: Final = 8
 
 
 @final
@@ -71,40 +72,58 @@ class HubLink:
         )
         self.up = False
         self.ever_up = False
+        self._written_before = 0
+        self._written_bytes_before = 0
         self.fatal: str | None = None
         self.changed = trio.Event()
-        self._listeners: set[trio.MemorySendChannel[LinkEvent]] = set()
-        metrics.depth_probes[f"{config.identity.key}:outbox"] = self._depth(self.outbox)
-        metrics.depth_probes[f"{config.identity.key}:inbox"] = self._depth(self.inbox)
+        self._listeners: set[BoundedChannel[LinkEvent]] = set()
+        #: The live upstream stream's ledger (None while disconnected), for in-flight counts.
+        self._up_ledger: StreamLedger | None = None
+        self.events_dropped = 0
+        metrics.depth_probes[f"{config.identity.key}:outbox"] = self._depth(
+            self.outbox, lambda: self._up_ledger
+        )
+        metrics.depth_probes[f"{config.identity.key}:inbox"] = self._depth(self.inbox, None)
 
     @staticmethod
-    def _depth(channel: BoundedChannel[bytes]) -> DepthProbe:
-        def probe() -> tuple[int, int]:
+    def _depth(
+        channel: BoundedChannel[bytes], ledger: Callable[[], StreamLedger | None] | None
+    ) -> DepthProbe:
+        def probe() -> tuple[int, int, int]:
             stats = channel.statistics()
-            return stats.depth, stats.depth_bytes
+            live = ledger() if ledger is not None else None
+            moving = stats.in_flight + (live.in_bridge() if live is not None else 0)
+            return stats.depth, stats.depth_bytes, moving
 
         return probe
 
-    def _count_drop(self, reason: DropReason, item: bytes, size: int) -> None:
-        self.counters.dropped[str(reason)] += 1
+    def _count_drop(self, reason: str, item: bytes, size: int) -> None:
+        self.counters.count_drop(reason)
 
-    def subscribe(self) -> trio.MemoryReceiveChannel[LinkEvent]:
-        """A feed of link events for one Control stream (the 8 newest undelivered kept)."""
-        send, receive = trio.open_memory_channel[LinkEvent](8)
-        self._listeners.add(send)
-        return receive
+    def subscribe(self) -> BoundedChannel[LinkEvent]:
+        """A feed of link events for one Control stream: the newest :data:`FEED_DEPTH`
+        undelivered events are kept (older ones dropped and counted)."""
+        feed: BoundedChannel[LinkEvent] = BoundedChannel(
+            ChannelLimits(max_messages=FEED_DEPTH, policy=DropPolicy.DROP_OLDEST),
+            name=f"{self.config.identity.key}:events",
+            on_drop=self._count_event_drop,
+        )
+        self._listeners.add(feed)
+        return feed
 
-    def unsubscribe(self, feed: trio.MemoryReceiveChannel[LinkEvent]) -> None:
-        """Stop feeding the listener whose receive end is ``feed``."""
+    def _count_event_drop(self, reason: str, item: LinkEvent, size: int) -> None:
+        self.events_dropped += 1
+
+    def unsubscribe(self, feed: BoundedChannel[LinkEvent]) -> None:
+        """Stop feeding ``feed``."""
+        self._listeners.discard(feed)
         feed.close()
 
     def _publish(self, event: LinkEvent) -> None:
         for listener in list(self._listeners):
             try:
-                listener.send_nowait(event)
-            except trio.WouldBlock:
-                pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                listener.send_nowait(event, 1)
+            except trio.ClosedResourceError:
                 self._listeners.discard(listener)
         self.changed.set()
         self.changed = trio.Event()
@@ -170,17 +189,30 @@ class HubLink:
             self._publish(LinkEvent("draining", reason))
 
     async def _pump_up(self, stream: ClientStream) -> None:
-        """Outbox to hub. Packets handed to a stream that then breaks are counted as lost."""
+        """Outbox to hub through leases; when the link ends, the unwritten backlog returns to
+        the front of the outbox (the next link sends it) and only what was taken for a write
+        that never completed is counted lost (``link_broken``)."""
+        ledger = self._up_ledger = StreamLedger(stream)
         counters = self.counters
-        while True:
-            batch = await self.outbox.receive_batch()
-            try:
-                await stream.send_batch([wrap_process_message(packet) for packet in batch])
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                counters.dropped["link_broken"] += len(batch) + stream.outbound_depth()
-                return
-            counters.packets_out += len(batch)
-            counters.bytes_out += sum(len(packet) for packet in batch)
+
+        def written() -> None:
+            counters.packets_out = self._written_before + stream.written
+            counters.bytes_out = self._written_bytes_before + stream.written_bytes
+
+        try:
+            await channel_to_stream(
+                self.outbox, stream, ledger, encode=wrap_process_message, after_batch=written
+            )
+        finally:
+            self._up_ledger = None
+            unwritten = settle_stream(
+                self.outbox, ledger, decode=lambda message: split_process_message(message)[0]
+            )
+            if unwritten:
+                counters.lost["link_broken"] += unwritten
+            self._written_before += stream.written
+            self._written_bytes_before += stream.written_bytes
+            written()
 
     async def _pump_down(self, stream: ClientStream) -> None:
         """Hub to inbox (see :meth:`deliver_from`)."""
@@ -191,30 +223,34 @@ class HubLink:
     ) -> None:
         """Move ``Process`` messages from the hub (or, in P2P, from an upstream peer) into the
         inbox, converting ``DataPacket`` to the ``DataResponse`` layout as bytes; packets that
-        break the contract are counted and skipped. Returns when the stream ends."""
-        while True:
+        break the contract are counted and skipped. Returns when the stream ends; what was
+        received and not yet in the inbox when this is cancelled is counted lost."""
+
+        def convert(raw: bytes) -> bytes | None:
             try:
-                batch = await stream.receive_batch()
-            except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
-                return
-            for raw in batch:
-                try:
-                    packet, _flow = split_process_message(raw)
-                    if packet is None:
-                        continue
-                    violation = validate_packet(packet, PacketLayout.DATA_PACKET)
-                    if violation is not None:
-                        counters.rejected[violation.reason] += 1
-                        continue
-                    response = convert_layout(
-                        packet, PacketLayout.DATA_PACKET, PacketLayout.DATA_REQUEST
-                    )
-                except WireFormatError:
-                    counters.rejected["malformed"] += 1
-                    continue
-                if is_heartbeat(packet, PacketLayout.DATA_PACKET):
-                    counters.heartbeats_in += 1
-                else:
-                    counters.packets_in += 1
-                    counters.bytes_in += len(response)
-                await self.inbox.send(response, len(response))
+                packet, _flow = split_process_message(raw)
+                if packet is None:
+                    return None
+                violation = validate_packet(packet, PacketLayout.DATA_PACKET)
+                if violation is not None:
+                    counters.rejected[violation.reason] += 1
+                    return None
+                response = convert_layout(
+                    packet, PacketLayout.DATA_PACKET, PacketLayout.DATA_REQUEST
+                )
+            except WireFormatError:
+                counters.rejected["malformed"] += 1
+                return None
+            if is_heartbeat(packet, PacketLayout.DATA_PACKET):
+                counters.heartbeats_in += 1
+            else:
+                counters.packets_in += 1
+                counters.bytes_in += len(response)
+            return response
+
+        try:
+            await stream_to_channel(stream, self.inbox, convert, ResumePoint())
+        finally:
+            leftover = stream.withdraw_inbound()
+            if leftover:
+                counters.lost["link_closed"] += leftover

@@ -11,13 +11,19 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, final
 
 import trio
 
 from bobravoz.connector.binding_status import Negotiated
 from bobravoz.connector.hub_link import HubLink, LinkEvent
+from bobravoz.protocol.constants import (
+    CONTROL_METHOD,
+    DATA_METHOD,
+    HUB_PUSH_METHOD,
+    PROCESS_METHOD,
+)
 from bobravoz.protocol.gen.transport.v1 import (
     ControlAction,
     ControlError,
@@ -26,19 +32,22 @@ from bobravoz.protocol.gen.transport.v1 import (
 )
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
+from bobravoz.runtime.channel import BoundedChannel
 from bobravoz.runtime.grpc_bridge import ServerStream
 from bobravoz.runtime.handshake import HandshakeError, check_handshake, check_protocol
 from bobravoz.runtime.metrics import TransportMetrics
+from bobravoz.runtime.pump import (
+    ResumePoint,
+    StreamLedger,
+    channel_to_stream,
+    settle_stream,
+    stream_to_channel,
+)
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.supervisor import Restart, Supervisor
 
 log = logging.getLogger(__name__)
 
-DATA_METHOD: Final = "/transport.v1.TransportConnectorService/Data"
-CONTROL_METHOD: Final = "/transport.v1.TransportConnectorService/Control"
-HUB_PUSH_METHOD: Final = "/transport.v1.TransportConnectorService/HubPush"
-#: Peer-to-peer: an upstream connector sends here with the hub's own RPC.
-PROCESS_METHOD: Final = "/transport.v1.HubService/Process"
 METHODS: Final = (DATA_METHOD, CONTROL_METHOD, HUB_PUSH_METHOD, PROCESS_METHOD)
 
 #: Canonical names of control actions (the Go SDK's strings).
@@ -98,17 +107,36 @@ def _event_response(event: LinkEvent) -> ControlResponse:
 
 @final
 class ConnectorService:
-    """Serves the local engram's streams; each stream runs as a supervised actor."""
+    """Serves the local engram's streams; each stream runs as a supervised actor that
+    finishes its stream in ``finally`` (INTERNAL with a message when it dies of a bug)."""
 
     def __init__(self, link: HubLink, metrics: TransportMetrics, supervisor: Supervisor) -> None:
         self.link = link
         self.metrics = metrics
         self._supervisor = supervisor
         self._numbers = itertools.count(1)
-        self._data_actor: str | None = None
+        self._data: tuple[str, ServerStream] | None = None
+        #: Set when the newest Data actor has given its backlog back (its successor waits).
+        self._data_done = trio.Event()
+        self._data_done.set()
         self._controls: set[ServerStream] = set()
+        self._live: set[ServerStream] = set()
+        self._inbox_ledger: StreamLedger | None = None
+        #: Control events (errors, link changes) that could not be queued to an engram.
+        self.control_events_dropped = 0
         #: Codecs seen from the engram, for the binding status (None: not reporting).
         self.negotiated: Negotiated | None = None
+        metrics.open_streams = lambda: len(self._live)
+        inbox_key = f"{link.config.identity.key}:inbox"
+        inbox = link.inbox
+
+        def inbox_probe() -> tuple[int, int, int]:
+            stats = inbox.statistics()
+            ledger = self._inbox_ledger
+            moving = stats.in_flight + (ledger.in_bridge() if ledger is not None else 0)
+            return stats.depth, stats.depth_bytes, moving
+
+        metrics.depth_probes[inbox_key] = inbox_probe
 
     def accept(self, stream: ServerStream) -> None:
         """Route a new local stream to its actor, or refuse it with a status."""
@@ -129,94 +157,127 @@ class ConnectorService:
                 self.metrics.handshake_rejections[refusal.reason] += 1
                 stream.finish(refusal.code, refusal.message)
                 return
-            self._supervisor.start_child(
-                f"peer#{number}", self._serve_peer, stream, peer.key, restart=Restart.TEMPORARY
-            )
+            self._start(f"peer#{number}", stream, self._serve_peer, stream, peer.key)
         elif stream.method == DATA_METHOD:
-            if self._data_actor is not None:
-                self._supervisor.stop_child(self._data_actor)
-            self._data_actor = f"data#{number}"
-            self._supervisor.start_child(
-                self._data_actor, self._serve_data, stream, restart=Restart.TEMPORARY
-            )
+            if self._data is not None:
+                name, old = self._data
+                # A newer Data stream replaces the old one: stop writing to it now; its
+                # actor gives the backlog back to the inbox and finishes it with ABORTED.
+                old.halt()
+                old.finish(StatusCode.ABORTED, "replaced by a newer Data stream")
+                self._supervisor.stop_child(name)
+            name = f"data#{number}"
+            self._data = (name, stream)
+            previous, self._data_done = self._data_done, trio.Event()
+            self._start(name, stream, self._serve_data, stream, previous, self._data_done)
         else:
-            self._supervisor.start_child(
-                f"control#{number}", self._serve_control, stream, restart=Restart.TEMPORARY
-            )
+            self._start(f"control#{number}", stream, self._serve_control, stream)
+
+    def _start(
+        self,
+        name: str,
+        stream: ServerStream,
+        actor: Callable[..., Awaitable[None]],
+        *args: object,
+    ) -> None:
+        self._live.add(stream)
+        self._supervisor.start_child(
+            name, self._finishing, stream, actor, *args, restart=Restart.TEMPORARY
+        )
+
+    async def _finishing(
+        self, stream: ServerStream, actor: Callable[..., Awaitable[None]], *args: object
+    ) -> None:
+        """Run ``actor`` and finish ``stream`` whatever happens: OK when it returns, INTERNAL
+        naming the error when it fails, UNAVAILABLE when the connector stops."""
+        status, message = StatusCode.OK, ""
+        try:
+            await actor(*args)
+        except Exception as error:
+            status, message = StatusCode.INTERNAL, f"connector actor failed: {type(error).__name__}"
+            raise
+        except BaseException:
+            status, message = StatusCode.UNAVAILABLE, "the connector is stopping"
+            raise
+        finally:
+            self._live.discard(stream)
+            stream.finish(status, message or None)
 
     def broadcast_error(self, code: StatusCode, message: str, details: Mapping[str, str]) -> None:
-        """Queue an ``ERROR`` on every open Control stream (best effort, never blocks)."""
+        """Queue an ``ERROR`` on every open Control stream (best effort, never blocks); one
+        that cannot be queued is counted in ``control_events_dropped`` (not a packet drop)."""
         payload = bytes(control_error(code, message, details))
         for control in list(self._controls):
             try:
                 control.send_nowait(payload)
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                self.metrics.binding(self.link.config.identity.key).dropped["control_error"] += 1
+                self.control_events_dropped += 1
 
-    async def _serve_data(self, stream: ServerStream) -> None:
-        stream.accept()
-        self.metrics.open_streams += 1
+    async def _serve_data(
+        self, stream: ServerStream, previous: trio.Event, done: trio.Event
+    ) -> None:
         try:
+            # The replaced Data actor first gives its backlog back, so order is kept.
+            await previous.wait()
+            stream.accept()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._deliver_to_engram, stream)
                 await self._take_from_engram(stream)
                 # The engram half-closed: its handler is done, so end the call cleanly.
                 nursery.cancel_scope.cancel()
-            stream.finish()
         finally:
-            self.metrics.open_streams -= 1
+            if self._data is not None and self._data[1] is stream:
+                self._data = None
+            done.set()
 
     async def _take_from_engram(self, stream: ServerStream) -> None:
         counters = self.link.counters
-        outbox = self.link.outbox
-        while True:
-            try:
-                batch = await stream.receive_batch()
-            except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
-                return
+        broadcast = self.broadcast_error
+
+        def accept_packet(raw: bytes) -> bytes | None:
             negotiated = self.negotiated
-            for raw in batch:
-                if negotiated is not None and negotiated.binary is None:
-                    negotiated.observe(raw, PacketLayout.DATA_REQUEST)
-                violation = validate_packet(raw, PacketLayout.DATA_REQUEST)
-                if violation is not None:
-                    counters.rejected[violation.reason] += 1
-                    self.broadcast_error(
-                        StatusCode.INVALID_ARGUMENT,
-                        f"packet rejected: {violation.field}: {violation.message}",
-                        {"field": violation.field, "reason": violation.reason},
-                    )
-                    continue
-                try:
-                    packet = convert_layout(
-                        raw, PacketLayout.DATA_REQUEST, PacketLayout.DATA_PACKET
-                    )
-                except WireFormatError:
-                    counters.rejected["malformed"] += 1
-                    continue
-                await outbox.send(packet, len(packet))
+            if negotiated is not None and negotiated.binary is None:
+                negotiated.observe(raw, PacketLayout.DATA_REQUEST)
+            violation = validate_packet(raw, PacketLayout.DATA_REQUEST)
+            if violation is not None:
+                counters.rejected[violation.reason] += 1
+                broadcast(
+                    StatusCode.INVALID_ARGUMENT,
+                    f"packet rejected: {violation.field}: {violation.message}",
+                    {"field": violation.field, "reason": violation.reason},
+                )
+                return None
+            try:
+                return convert_layout(raw, PacketLayout.DATA_REQUEST, PacketLayout.DATA_PACKET)
+            except WireFormatError:
+                counters.rejected["malformed"] += 1
+                return None
+
+        try:
+            await stream_to_channel(stream, self.link.outbox, accept_packet, ResumePoint())
+        finally:
+            leftover = stream.withdraw_inbound()
+            if leftover:
+                counters.lost["engram_stream_closed"] += leftover
 
     async def _deliver_to_engram(self, stream: ServerStream) -> None:
-        inbox = self.link.inbox
-        counters = self.link.counters
-        while True:
-            batch = await inbox.receive_batch()
-            try:
-                await stream.send_batch(batch)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                counters.dropped["engram_stream_broken"] += len(batch) + stream.outbound_depth()
-                return
+        """Inbox to the engram through leases; when the Data stream ends, its unwritten
+        backlog returns to the front of the inbox for the engram's next Data stream."""
+        ledger = self._inbox_ledger = StreamLedger(stream)
+        try:
+            await channel_to_stream(self.link.inbox, stream, ledger)
+        finally:
+            if self._inbox_ledger is ledger:
+                self._inbox_ledger = None
+            unwritten = settle_stream(self.link.inbox, ledger)
+            if unwritten:
+                self.link.counters.lost["engram_stream_broken"] += unwritten
 
     async def _serve_peer(self, stream: ServerStream, peer: str) -> None:
         """Peer-to-peer: an upstream step's connector sends its packets straight here (the
         same ``Process`` stream a hub serves); they go to this engram like hub packets."""
         stream.accept()
-        self.metrics.open_streams += 1
-        try:
-            await self.link.deliver_from(stream, self.metrics.binding(f"{peer}->p2p"))
-        finally:
-            self.metrics.open_streams -= 1
-        stream.finish()
+        await self.link.deliver_from(stream, self.metrics.binding(f"{peer}->p2p"))
 
     async def _serve_control(self, stream: ServerStream) -> None:
         stream.accept()
@@ -230,11 +291,8 @@ class ConnectorService:
         finally:
             self._controls.discard(stream)
             self.link.unsubscribe(feed)
-        stream.finish()
 
-    async def _announce(
-        self, stream: ServerStream, feed: trio.MemoryReceiveChannel[LinkEvent]
-    ) -> None:
+    async def _announce(self, stream: ServerStream, feed: BoundedChannel[LinkEvent]) -> None:
         """Send CONNECTOR_READY once the hub link is up, then every later link change."""
         try:
             with trio.fail_after(self.link.config.message_timeout):
@@ -251,7 +309,11 @@ class ConnectorService:
                 metadata={"startup.capabilities": "none", "ts": _now_ms()},
             )
             await stream.send(bytes(ready))
-        async for event in feed:
+        while True:
+            try:
+                event = await feed.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
             if event.kind == "ready":
                 continue
             await stream.send(bytes(_event_response(event)))

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, final
 
-from bobravoz.runtime.binding import BindingEnvelope
+from bobravoz.runtime.binding_envelope import BindingEnvelope
 
 ENGRAM_LABEL: Final = "bubustack.io/engram"
 STORYRUN_LABEL: Final = "bubustack.io/storyrun"

@@ -3,6 +3,7 @@ connector-injection webhook, with leader election, health and metrics endpoints.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,11 +20,11 @@ from bobravoz.controllers.kube import ENGRAMS, TRANSPORTBINDINGS, Kube, client_f
 from bobravoz.controllers.leader import LeaderElector
 from bobravoz.controllers.manager import ControllerMetrics, TransportController, run_when_leading
 from bobravoz.controllers.webhook import Lookups, serve_webhook
-from bobravoz.runtime.binding import PROTOCOL_VERSION, BindingEnvelope, BindingInfo
+from bobravoz.runtime.binding_envelope import PROTOCOL_VERSION, BindingEnvelope, BindingInfo
 from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.envconfig import parse_duration
 from bobravoz.runtime.grpc_bridge import open_grpc_loop
-from bobravoz.runtime.hub import HubSettings, TopologyRegistry, serve_hub
+from bobravoz.runtime.hub import HubSettings, TopologyFeed, TopologyRegistry, serve_hub
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
@@ -131,10 +132,10 @@ async def run_manager(
     registry = CollectorRegistry()
     hub_metrics = TransportMetrics(registry, component="hub")
     metrics = ControllerMetrics(registry)
-    topologies = TopologyRegistry()
+    feed = TopologyFeed()
     namespace = options.config_namespace
     hub_endpoint = f"{options.hub_service}.{namespace}.svc.cluster.local:{options.hub_listen.port}"
-    controller = TransportController(kube, hub_endpoint, topologies, metrics)
+    controller = TransportController(kube, hub_endpoint, feed, metrics)
     elector = (
         LeaderElector(kube, namespace, "bobravoz-transport-controller", options.identity)
         if options.leader_elect
@@ -143,7 +144,13 @@ async def run_manager(
     config = await trio.to_thread.run_sync(kube.config_map_data, namespace, options.config_name)
     settings = hub_settings_from(config)
     async with trio.open_nursery() as nursery:
-        hub = await nursery.start(serve_hub, options.hub_listen, topologies, hub_metrics, settings)
+        hub = await nursery.start(
+            functools.partial(serve_hub, feed=feed),
+            options.hub_listen,
+            TopologyRegistry(),
+            hub_metrics,
+            settings,
+        )
         health = await nursery.start(serve_metrics, options.health_listen, registry)
         addresses = {"hub": str(hub), "health": str(health)}
         image = connector_image(options.connector_image, os.environ, config)

@@ -27,7 +27,7 @@ from bobravoz.controllers.reconcile import (
 )
 from bobravoz.controllers.watch import watch_forever
 from bobravoz.controllers.workqueue import WorkQueue
-from bobravoz.runtime.hub import TopologyRegistry
+from bobravoz.runtime.hub import TopologyFeed
 from bobravoz.runtime.models import ResourceError
 from bobravoz.runtime.resources import StoryRun, TransportBinding, parse_resource
 from bobravoz.runtime.story import Story, parse_story
@@ -80,7 +80,8 @@ class TransportController:
 
     kube: Kube
     hub_endpoint: str
-    topologies: TopologyRegistry
+    #: Where topology changes go: the hub applies them in its own task (never from a thread).
+    topologies: TopologyFeed
     metrics: ControllerMetrics
     workers: int = 2
 
@@ -100,12 +101,12 @@ class TransportController:
             self.queue.add(f"{namespace}/{ref['name']}")
 
     def reconcile(self, key: str) -> Plan | None:
-        """Reconcile one StoryRun (blocking; run in a thread). Returns the applied plan."""
+        """Reconcile one StoryRun (blocking; run in a thread). Returns the applied plan, None
+        when the StoryRun is gone. Touches no hub state: see :meth:`hand_over`."""
         namespace, _, name = key.partition("/")
         for _ in range(CONFLICT_RETRIES):
             raw = self.kube.get(STORYRUNS, namespace, name)
             if raw is None:
-                self.topologies.remove(namespace, name)
                 return None
             run = parse_resource(raw, source=f"StoryRun {key}")
             assert isinstance(run, StoryRun)
@@ -133,12 +134,16 @@ class TransportController:
                 if error.status == 409:
                     continue  # someone wrote in between: read again and re-plan
                 raise
-            if plan.topology is not None:
-                self.topologies.set(namespace, name, plan.topology)
-            elif run.metadata.deletion_timestamp is not None:
-                self.topologies.remove(namespace, name)
             return plan
         raise ApiError(409, f"StoryRun {key} kept changing during {CONFLICT_RETRIES} tries")
+
+    async def hand_over(self, key: str, plan: Plan | None) -> None:
+        """Send the hub the topology change a reconcile decided (from the trio task)."""
+        namespace, _, name = key.partition("/")
+        if plan is None or plan.deleting:
+            await self.topologies.remove(namespace, name)
+        elif plan.topology is not None:
+            await self.topologies.set(namespace, name, plan.topology)
 
     def report_failure(self, key: str, error: str) -> None:
         """Best effort: TransportReady=False/TransportFailed and a Warning event on the run."""
@@ -268,6 +273,7 @@ class TransportController:
                 self.queue.retry(key)
                 await trio.to_thread.run_sync(self.report_failure, key, repr(error))
             else:
+                await self.hand_over(key, plan)
                 self.metrics.reconciles.labels("ok").inc()
                 self.queue.forget(key)
                 if plan is not None and plan.requeue_after is not None:

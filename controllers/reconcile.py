@@ -9,6 +9,7 @@ on unchanged input plans no write (idempotent). The watch loop applies the plan.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, final
@@ -57,6 +58,8 @@ class Plan:
     requeue_after: float | None = None
     topology: Topology | None = None
     pending: tuple[str, ...] = field(default=())
+    #: The StoryRun is being deleted: the hub forgets its topology.
+    deleting: bool = False
 
     @property
     def writes(self) -> bool:
@@ -131,6 +134,23 @@ def plan_reconcile(
     ``now`` is the RFC 3339 time used for new condition transitions; ``waiting_seconds`` is how
     long the run has been waiting for bindings (for the requeue backoff).
     """
+    plan = _plan(
+        run, story, bindings, hub_endpoint=hub_endpoint, now=now, waiting_seconds=waiting_seconds
+    )
+    if run.metadata.deletion_timestamp is not None:
+        return dataclasses.replace(plan, deleting=True, topology=None)
+    return plan
+
+
+def _plan(
+    run: StoryRun,
+    story: Story | None,
+    bindings: Mapping[str, TransportBinding],
+    *,
+    hub_endpoint: str,
+    now: str,
+    waiting_seconds: float = 0.0,
+) -> Plan:
     deleting = run.metadata.deletion_timestamp is not None
     has_finalizer = FINALIZER in run.metadata.finalizers
     if story is None:

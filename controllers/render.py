@@ -23,7 +23,7 @@ from bobravoz.controllers.injection import (
     InjectionConfig,
     connector_patch,
 )
-from bobravoz.runtime.binding import BindingEnvelope, BindingInfo, encode_binding
+from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingInfo, encode_binding
 from bobravoz.runtime.models import ObjectMeta
 from bobravoz.runtime.naming import binding_name, workload_name
 from bobravoz.runtime.resources import Transport, TransportSpec, load_resources

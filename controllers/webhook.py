@@ -27,7 +27,12 @@ from bobravoz.controllers.injection import (
     connector_patch,
     needs_injection,
 )
-from bobravoz.runtime.binding import BindingEnvelope, BindingError, encode_binding, parse_binding
+from bobravoz.runtime.binding_envelope import (
+    BindingEnvelope,
+    BindingError,
+    encode_binding,
+    parse_binding,
+)
 from bobravoz.runtime.endpoints import Endpoint
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, final
 
+from bobravoz.protocol.constants import HEARTBEAT_KEY
 from bobravoz.protocol.wire import (
     LEN,
     VARINT,
@@ -19,7 +20,6 @@ from bobravoz.protocol.wire import (
     iter_fields,
 )
 
-HEARTBEAT_KEY: Final = "bubu-heartbeat"
 _ENVELOPE_STRINGS: Final = {1: "stream_id", 3: "partition", 4: "chunk_id"}
 _ENVELOPE_INTS: Final = {
     2: "sequence",

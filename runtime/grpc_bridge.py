@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import struct
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Batch size the pumps move at most per wake-up.
 DEFAULT_BATCH: Final = 256
@@ -80,6 +82,8 @@ class _Pipe(Generic[T]):
         self.capacity = capacity
         self.items: collections.deque[T] = collections.deque()
         self.closed = False
+        #: Set by :meth:`halt`: the asyncio side takes nothing more (items stay to withdraw).
+        self.halted = False
         self.error: BaseException | None = None
         self._lot = trio.lowlevel.ParkingLot()
         self._futures: list[asyncio.Future[None]] = []
@@ -110,6 +114,11 @@ class _Pipe(Generic[T]):
             self.closed = True
             self.error = error
         self.wake()
+
+    def halt(self) -> None:
+        """Close for senders and stop the asyncio side from taking more items."""
+        self.halted = True
+        self.close(self.error)
 
     def take(self, max_items: int) -> list[T]:
         """Remove and return up to ``max_items`` items, waking producers waiting for room."""
@@ -148,8 +157,11 @@ def _frame_messages(messages: Sequence[Any]) -> bytes:
 
 
 def _take_coalesced(pipe: _Pipe[Any]) -> list[Any]:
-    """Take queued messages up to about :data:`_COALESCE_BYTES` (at least one)."""
+    """Take queued messages up to about :data:`_COALESCE_BYTES` (at least one); nothing
+    once the pipe was halted."""
     taken: list[Any] = []
+    if pipe.halted:
+        return taken
     size = 0
     items = pipe.items
     was_full = len(items) >= pipe.capacity
@@ -162,19 +174,25 @@ def _take_coalesced(pipe: _Pipe[Any]) -> list[Any]:
     return taken
 
 
-async def _write_server(stream: grpclib.server.Stream[Any, Any], messages: list[Any]) -> None:
+async def _write_server(
+    stream: grpclib.server.Stream[Any, Any], messages: list[Any], ends: _StreamEnds
+) -> None:
     """Write ``messages`` with one grpclib data write (grpclib's per-message path costs a
     socket write per message; the bookkeeping below mirrors its ``send_message``)."""
     await stream._stream.send_data(_frame_messages(messages))  # noqa: SLF001
+    ends._count_written(messages)  # noqa: SLF001
     stream._send_message_done = True  # noqa: SLF001
     stream._messages_sent += len(messages)  # noqa: SLF001
     stream._stream.connection.messages_sent += len(messages)  # noqa: SLF001
 
 
-async def _write_client(stream: grpclib.client.Stream[Any, Any], messages: list[Any]) -> None:
+async def _write_client(
+    stream: grpclib.client.Stream[Any, Any], messages: list[Any], ends: _StreamEnds
+) -> None:
     """Client twin of :func:`_write_server`."""
     with stream._wrapper:  # noqa: SLF001 - maps transport errors like send_message does
         await stream._stream.send_data(_frame_messages(messages))  # noqa: SLF001
+    ends._count_written(messages)  # noqa: SLF001
     stream._send_message_done = True  # noqa: SLF001
     stream._messages_sent += len(messages)  # noqa: SLF001
     stream._stream.connection.messages_sent += len(messages)  # noqa: SLF001
@@ -188,83 +206,132 @@ def _broken(pipe: _Pipe[Any], what: str) -> trio.BrokenResourceError:
 
 
 class _StreamEnds:
-    """The trio-facing half shared by server and client streams."""
+    """The trio-facing half shared by server and client streams.
+
+    Sends are cancel-atomic: a call either queued everything it was given (and returns) or,
+    cancelled or failing, queued nothing. Messages queued but not yet written can be taken
+    back with :meth:`halt` + :meth:`withdraw` (a superseded or broken stream gives its
+    backlog back to the caller's buffer). ``written`` counts messages written to the
+    connection, except the ``uncounted`` marker object (heartbeats).
+    """
 
     def __init__(self, *, capacity: int) -> None:
         self._inbound: _Pipe[Any] = _Pipe(capacity)
         self._outbound: _Pipe[Any] = _Pipe(capacity)
+        #: Messages (and their bytes) written to the connection, ``uncounted`` excluded.
+        self.written = 0
+        self.written_bytes = 0
+        #: A message object (compared by identity) that ``written`` does not count.
+        self.uncounted: object | None = None
+
+    def _count_written(self, messages: list[Any]) -> None:
+        marker = self.uncounted
+        if marker is not None and any(message is marker for message in messages):
+            messages = [message for message in messages if message is not marker]
+        self.written += len(messages)
+        self.written_bytes += sum(map(len, messages))
+
+    def _check_receivable(self) -> None:
+        pipe = self._inbound
+        if pipe.closed:
+            if isinstance(pipe.error, RemoteStatusError):
+                raise pipe.error
+            if pipe.error is not None:
+                raise _broken(pipe, "receive")
+            raise trio.EndOfChannel
 
     async def receive_batch(self, max_items: int = DEFAULT_BATCH) -> list[Any]:
         """Wait for at least one message, then return all ready ones (at most ``max_items``).
 
-        Raises ``trio.EndOfChannel`` once the peer finished sending and everything was taken,
-        ``trio.BrokenResourceError`` when the stream broke, or a
-        :class:`RemoteStatusError` when the peer ended the call with a non-OK status.
+        Always a checkpoint. Raises ``trio.EndOfChannel`` once the peer finished sending and
+        everything was taken, ``trio.BrokenResourceError`` when the stream broke, or a
+        :class:`RemoteStatusError` when the peer ended the call with a non-OK status. A
+        caller that cannot hand every message on can :meth:`unreceive` the rest.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
         pipe = self._inbound
         while not pipe.items:
-            if pipe.closed:
-                if isinstance(pipe.error, RemoteStatusError):
-                    raise pipe.error
-                if pipe.error is not None:
-                    raise _broken(pipe, "receive")
-                raise trio.EndOfChannel
+            self._check_receivable()
             await pipe.trio_wait()
-        return pipe.take(max_items)
+        taken = pipe.take(max_items)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return taken
 
-    async def send(self, message: Any) -> None:
-        """Queue ``message`` for sending, waiting while the bridge's buffer is full.
+    def unreceive(self, messages: Sequence[Any]) -> None:
+        """Put received ``messages`` back in front of what is still to be received."""
+        if messages:
+            self._inbound.items.extendleft(reversed(messages))
 
-        Raises ``trio.ClosedResourceError`` after :meth:`close_send`/finish, and
-        ``trio.BrokenResourceError`` when the stream is gone.
-        """
-        pipe = self._outbound
-        while True:
-            if pipe.closed:
-                if pipe.error is not None:
-                    raise _broken(pipe, "send")
-                raise trio.ClosedResourceError("this stream no longer sends")
-            if pipe.has_room():
-                pipe.put(message)
-                await trio.lowlevel.checkpoint()
-                return
-            await pipe.trio_wait()
+    def withdraw_inbound(self) -> int:
+        """Discard every received message not yet taken; return how many (the caller counts
+        them: a stream that ends with unrouted input loses it)."""
+        items = self._inbound.items
+        count = len(items)
+        items.clear()
+        if count:
+            self._inbound.wake()
+        return count
 
-    def send_nowait(self, message: Any) -> None:
-        """Queue ``message`` now or raise ``trio.WouldBlock`` when the bridge's buffer is full."""
+    def _check_sendable(self) -> None:
         pipe = self._outbound
         if pipe.closed:
             if pipe.error is not None:
                 raise _broken(pipe, "send")
             raise trio.ClosedResourceError("this stream no longer sends")
+
+    async def send(self, message: Any) -> None:
+        """Queue ``message`` for sending, waiting while the bridge's buffer is full.
+
+        Cancel-atomic. Raises ``trio.ClosedResourceError`` after :meth:`close_send`/finish,
+        and ``trio.BrokenResourceError`` when the stream is gone.
+        """
+        await self.send_batch((message,))
+
+    def send_nowait(self, message: Any) -> None:
+        """Queue ``message`` now or raise ``trio.WouldBlock`` when the bridge's buffer is full."""
+        self._check_sendable()
+        pipe = self._outbound
         if not pipe.has_room():
             raise trio.WouldBlock
         pipe.put(message)
 
     async def send_batch(self, messages: Sequence[Any]) -> None:
-        """Queue every message of ``messages`` in order (see :meth:`send`)."""
+        """Queue every message of ``messages`` in order, all or nothing (see :meth:`send`).
+
+        Waits until the bridge's buffer has room for the whole batch (or is empty, for a
+        batch larger than it); cancellation while waiting queues nothing.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
         pipe = self._outbound
-        index = 0
-        while index < len(messages):
-            if pipe.closed:
-                if pipe.error is not None:
-                    raise _broken(pipe, "send")
-                raise trio.ClosedResourceError("this stream no longer sends")
-            room = pipe.capacity - len(pipe.items)
-            if room <= 0:
-                await pipe.trio_wait()
-                continue
-            chunk = messages[index : index + room]
-            was_empty = not pipe.items
-            pipe.items.extend(chunk)
-            index += len(chunk)
-            if was_empty:
-                pipe.wake()
-        await trio.lowlevel.checkpoint()
+        wanted = len(messages)
+        while True:
+            self._check_sendable()
+            queued = len(pipe.items)
+            if not queued or queued + wanted <= pipe.capacity:
+                break
+            await pipe.trio_wait()
+        pipe.items.extend(messages)
+        if not queued:
+            pipe.wake()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def outbound_depth(self) -> int:
-        """Messages queued in the bridge and not yet written to the connection."""
+        """Messages queued in the bridge and not yet taken for writing."""
         return len(self._outbound.items)
+
+    def halt(self) -> None:
+        """Stop sending now: nothing queued is written any more and further sends raise
+        ``trio.ClosedResourceError``; take the backlog with :meth:`withdraw`."""
+        self._outbound.halt()
+
+    def withdraw(self) -> list[Any]:
+        """Halt the stream and return every message queued and never taken for writing."""
+        pipe = self._outbound
+        pipe.halt()
+        items = list(pipe.items)
+        pipe.items.clear()
+        pipe.wake()
+        return items
 
 
 @final
@@ -433,11 +500,11 @@ async def _serve_pumps(stream: grpclib.server.Stream[Any, Any], ends: ServerStre
             if not headers_sent and (ends.accepted or outbound.items):
                 await stream.send_initial_metadata()
                 headers_sent = True
-            if outbound.items:
-                await _write_server(stream, _take_coalesced(outbound))
+            if outbound.items and not outbound.halted:
+                await _write_server(stream, _take_coalesced(outbound), ends)
                 continue
             if outbound.closed:
-                return
+                return  # halted: what is left is the trio side's to withdraw
             await outbound.aio_wait()
 
     async with asyncio.TaskGroup() as group:
@@ -489,6 +556,7 @@ async def serve_grpc(
     *,
     max_streams_per_connection: int = 100,
     max_pending: int = 1024,
+    on_accept_error: Callable[[ServerStream, Exception], None] | None = None,
     task_status: trio.TaskStatus[GrpcServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the bidi ``methods`` on ``endpoint`` until cancelled.
@@ -496,7 +564,9 @@ async def serve_grpc(
     Each new RPC becomes a :class:`ServerStream` passed to ``acceptor`` from a trio task.
     ``task_status.started`` gets a :class:`GrpcServer` whose ``endpoint`` has the bound port
     (port 0 picks a free one). ``max_streams_per_connection`` is advertised to clients as
-    HTTP/2 MAX_CONCURRENT_STREAMS. Must run inside :func:`open_grpc_loop`.
+    HTTP/2 MAX_CONCURRENT_STREAMS. An ``acceptor`` that raises refuses that stream with
+    INTERNAL (logged, and reported to ``on_accept_error``); the server keeps serving. Must run
+    inside :func:`open_grpc_loop`.
     """
     incoming, accepted = trio.open_memory_channel[ServerStream](max_pending)
     server = grpclib.server.Server([_Service(methods, incoming)], codec=ForwardingCodec())
@@ -516,7 +586,16 @@ async def serve_grpc(
         task_status.started(GrpcServer(bound))
         async with accepted:
             async for stream in accepted:
-                acceptor(stream)
+                try:
+                    acceptor(stream)
+                except Exception as error:
+                    # One bad admission must never take the server down: refuse that stream.
+                    log.exception(
+                        "admitting a %s stream from %s failed", stream.method, stream.peer
+                    )
+                    if on_accept_error is not None:
+                        on_accept_error(stream, error)
+                    stream.finish(StatusCode.INTERNAL, f"admission failed: {type(error).__name__}")
     finally:
         incoming.close()
         with trio.CancelScope(shield=True):
@@ -611,8 +690,8 @@ async def _client_pumps(
 
         async def send_pump() -> None:
             while True:
-                if outbound.items:
-                    await _write_client(stream, _take_coalesced(outbound))
+                if outbound.items and not outbound.halted:
+                    await _write_client(stream, _take_coalesced(outbound), ends)
                     continue
                 if outbound.closed:
                     if outbound.error is None:

@@ -2,7 +2,14 @@
 
 Packet paths bump fields of :class:`BindingCounters` (no label lookups per packet); the
 :class:`TransportMetrics` collector turns them into ``bobravoz_*`` families at scrape time, on
-a registry the caller injects (never the global one).
+a registry the caller injects (never the global one). Metrics report state, they never are
+the state: gauges (buffer depth, packets in flight, open streams) are read from their owners
+through probes at scrape time, and nothing here is consulted to make a decision.
+
+Accounting per binding: ``dropped`` holds only drops a declared policy asked for
+(``drop_oldest``, ``drop_newest``); ``lost`` holds every other packet the transport could not
+deliver, by reason. A released binding's counts fold into the ``(released)`` series so that
+sums over bindings never go backwards while the number of series stays bounded.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bobravoz.runtime.channel import POLICY_REASONS
+
 
 @final
 @dataclass(slots=True)
@@ -27,12 +36,36 @@ class BindingCounters:
     packets_out: int = 0
     bytes_out: int = 0
     heartbeats_in: int = 0
+    #: Drops a declared policy asked for, by reason.
     dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: Packets lost for any other reason (not declared by a policy), by reason.
+    lost: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
 
+    def count_drop(self, reason: str) -> None:
+        """Count one packet that left a buffer undelivered: a policy drop or a loss."""
+        if reason in POLICY_REASONS:
+            self.dropped[reason] += 1
+        else:
+            self.lost[reason] += 1
 
-#: Reads a buffer's (depth in messages, depth in bytes) when scraped.
-DepthProbe = Callable[[], tuple[int, int]]
+    def fold_into(self, other: BindingCounters) -> None:
+        """Add every count of this binding to ``other``."""
+        other.packets_in += self.packets_in
+        other.bytes_in += self.bytes_in
+        other.packets_out += self.packets_out
+        other.bytes_out += self.bytes_out
+        other.heartbeats_in += self.heartbeats_in
+        other.dropped.update(self.dropped)
+        other.lost.update(self.lost)
+        other.rejected.update(self.rejected)
+
+
+#: Reads a buffer's (depth in messages, depth in bytes, packets in flight) when scraped.
+DepthProbe = Callable[[], tuple[int, int, int]]
+
+#: The series released bindings' counts fold into.
+RELEASED: str = "(released)"
 
 
 @final
@@ -45,7 +78,10 @@ class TransportMetrics(Collector):
         self.handshake_rejections: collections.Counter[str] = collections.Counter()
         self.restarts: collections.Counter[str] = collections.Counter()
         self.reconnects = 0
-        self.open_streams = 0
+        #: Reads the number of streams open now (set by the owner of the streams).
+        self.open_streams: Callable[[], int] = lambda: 0
+        #: Reads the number of live bindings (hub only).
+        self.live_bindings: Callable[[], int] | None = None
         self.depth_probes: dict[str, DepthProbe] = {}
         registry.register(self)
 
@@ -56,9 +92,24 @@ class TransportMetrics(Collector):
             counters = self.bindings[key] = BindingCounters()
         return counters
 
+    def release(self, key: str) -> None:
+        """Forget binding ``key``'s series; its counts fold into the ``(released)`` series."""
+        counters = self.bindings.pop(key, None)
+        self.depth_probes.pop(key, None)
+        if counters is not None:
+            counters.fold_into(self.binding(RELEASED))
+
     def total_dropped(self) -> int:
-        """Packets dropped by policy across every binding."""
+        """Packets dropped by a declared policy across every binding."""
         return sum(sum(c.dropped.values()) for c in self.bindings.values())
+
+    def total_lost(self) -> int:
+        """Packets lost (not by a declared policy) across every binding."""
+        return sum(sum(c.lost.values()) for c in self.bindings.values())
+
+    def series(self) -> int:
+        """How many binding-labelled series a scrape produces now (for soak reports)."""
+        return len(self.bindings) + len(self.depth_probes)
 
     def describe(self) -> list[Metric]:
         """No static description: families are produced at collect time."""
@@ -68,6 +119,8 @@ class TransportMetrics(Collector):
         """Yield every ``bobravoz_*`` family from the current counters."""
         labels = ["component", "binding"]
         comp = self.component
+        # Probes first: reading a binding's state also brings its written counts up to date.
+        probed = {key: probe() for key, probe in sorted(self.depth_probes.items())}
         families = {
             name: CounterMetricFamily(f"bobravoz_{name}", doc, labels=labels)
             for name, doc in (
@@ -80,7 +133,12 @@ class TransportMetrics(Collector):
         }
         dropped = CounterMetricFamily(
             "bobravoz_packets_dropped",
-            "Packets dropped by a declared policy or lost with a broken stream, by reason.",
+            "Packets dropped because a declared drop policy asked for it, by reason.",
+            labels=[*labels, "reason"],
+        )
+        lost = CounterMetricFamily(
+            "bobravoz_packets_lost",
+            "Packets the transport could not deliver and no policy declared, by reason.",
             labels=[*labels, "reason"],
         )
         rejected = CounterMetricFamily(
@@ -93,10 +151,13 @@ class TransportMetrics(Collector):
                 family.add_metric([comp, key], getattr(counters, name))
             for reason, count in sorted(counters.dropped.items()):
                 dropped.add_metric([comp, key, reason], count)
+            for reason, count in sorted(counters.lost.items()):
+                lost.add_metric([comp, key, reason], count)
             for reason, count in sorted(counters.rejected.items()):
                 rejected.add_metric([comp, key, reason], count)
         yield from families.values()
         yield dropped
+        yield lost
         yield rejected
         depth = GaugeMetricFamily(
             "bobravoz_buffer_depth", "Packets waiting in a binding's buffer.", labels=labels
@@ -104,17 +165,31 @@ class TransportMetrics(Collector):
         depth_bytes = GaugeMetricFamily(
             "bobravoz_buffer_depth_bytes", "Bytes waiting in a binding's buffer.", labels=labels
         )
-        for key, probe in sorted(self.depth_probes.items()):
-            messages, size = probe()
+        in_flight = GaugeMetricFamily(
+            "bobravoz_packets_in_flight",
+            "Packets taken from a binding's buffer and not yet written (or given back).",
+            labels=labels,
+        )
+        for key, (messages, size, moving) in probed.items():
             depth.add_metric([comp, key], messages)
             depth_bytes.add_metric([comp, key], size)
+            in_flight.add_metric([comp, key], moving)
         yield depth
         yield depth_bytes
+        yield in_flight
         streams = GaugeMetricFamily(
             "bobravoz_open_streams", "Streams open right now.", labels=["component"]
         )
-        streams.add_metric([comp], self.open_streams)
+        streams.add_metric([comp], self.open_streams())
         yield streams
+        if self.live_bindings is not None:
+            live = GaugeMetricFamily(
+                "bobravoz_live_bindings",
+                "Bindings (buffers) alive right now.",
+                labels=["component"],
+            )
+            live.add_metric([comp], self.live_bindings())
+            yield live
         handshakes = CounterMetricFamily(
             "bobravoz_handshakes_rejected",
             "Streams refused at the handshake, by reason.",

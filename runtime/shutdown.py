@@ -23,3 +23,19 @@ async def cancel_on_signals(
             log.info("received %s, shutting down", signal.Signals(received).name)
             scope.cancel()
             return
+
+
+async def set_on_signals(
+    event: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Set ``event`` at the first SIGTERM or SIGINT (for a process that drains before it
+    stops, like the hub); a second signal raises KeyboardInterrupt to stop at once."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for received in signals:
+            if event.is_set():
+                raise KeyboardInterrupt
+            log.info("received %s, draining before shutdown", signal.Signals(received).name)
+            event.set()

@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import enum
 from typing import final
 
+from bobravoz.protocol.status import StatusCode
 
-class StatusCode(enum.IntEnum):
-    """The gRPC status codes (numbers fixed by the gRPC specification)."""
-
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    DATA_LOSS = 15
-    UNAUTHENTICATED = 16
+__all__ = ["RemoteStatusError", "StatusCode"]
 
 
 @final

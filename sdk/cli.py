@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "hub":
-        from bobravoz.runtime.hub_main import HubOptions, run_hub
+        from bobravoz.runtime.hub.main import HubOptions, run_hub
 
         return run_hub(
             HubOptions(listen=args.listen, story=args.story, metrics=args.metrics), os.environ

@@ -15,6 +15,7 @@ outbox outlive any one connection.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -27,8 +28,9 @@ from typing import Any, Final, final
 
 import trio
 
+from bobravoz.protocol.constants import CONTROL_METHOD, DATA_METHOD, FATAL_CONNECTOR_CODES
 from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlRequest, ControlResponse
-from bobravoz.runtime.binding import BindingError, parse_binding
+from bobravoz.runtime.binding_envelope import BindingError, parse_binding
 from bobravoz.runtime.endpoints import Endpoint, parse_endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader
 from bobravoz.runtime.errors import SupervisorEscalation
@@ -37,25 +39,15 @@ from bobravoz.runtime.grpc_bridge import ClientStream, open_grpc_channel, open_g
 from bobravoz.runtime.handshake import PROTOCOL_HEADER, PROTOCOL_VERSION
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.shutdown import cancel_on_signals
-from bobravoz.runtime.status import RemoteStatusError, StatusCode
+from bobravoz.runtime.status import RemoteStatusError
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, open_supervisor
 from bobravoz.sdk.packet import HEARTBEAT_KEY, Packet, decode_packet, encode_packet
 
 log = logging.getLogger(__name__)
 
-DATA_METHOD: Final = "/transport.v1.TransportConnectorService/Data"
-CONTROL_METHOD: Final = "/transport.v1.TransportConnectorService/Control"
 BINDING_HEADER: Final = "bubu.transport.binding"
 #: Refusals from the connector that no retry fixes.
-FATAL_CODES: Final = frozenset(
-    {
-        StatusCode.INVALID_ARGUMENT,
-        StatusCode.FAILED_PRECONDITION,
-        StatusCode.PERMISSION_DENIED,
-        StatusCode.UNAUTHENTICATED,
-        StatusCode.UNIMPLEMENTED,
-    }
-)
+FATAL_CODES: Final = FATAL_CONNECTOR_CODES
 
 
 @final
@@ -173,7 +165,11 @@ class _Session:
             settings.channel_buffer
         )
         self.handler_done = trio.Event()
-        self.pending: Packet | None = None
+        #: Encoded packets taken from the handler and not yet queued on a Data stream, oldest
+        #: first (a broken connection's unwritten backlog returns here too).
+        self.unsent: collections.deque[bytes] = collections.deque()
+        #: Packets received from the connector and not yet handed to the handler.
+        self.received: collections.deque[Packet] = collections.deque()
 
     def context(self) -> StreamContext:
         settings = self.settings
@@ -230,8 +226,17 @@ async def _control_loop(control: ClientStream, interval: float) -> None:
 
 
 async def _pump_in(data: ClientStream, session: _Session) -> None:
-    """Connector to handler: decode, drop heartbeats, keep order. Returns at end of stream."""
+    """Connector to handler: decode, drop heartbeats, keep order. Returns at end of stream.
+
+    Received packets wait in ``session.received`` until the handler's inbox took them, so a
+    cancelled pump (or a broken connection) loses none: the next connection delivers them
+    first.
+    """
+    received = session.received
     while True:
+        while received:
+            await session.inbox_send.send(received[0])
+            received.popleft()
         try:
             batch = await data.receive_batch()
         except trio.EndOfChannel:
@@ -242,27 +247,73 @@ async def _pump_in(data: ClientStream, session: _Session) -> None:
             except ValueError as error:
                 log.warning("dropping undecodable packet: %s", error)
                 continue
-            if packet.is_heartbeat:
-                continue
-            await session.inbox_send.send(packet)
+            if not packet.is_heartbeat:
+                received.append(packet)
 
 
 async def _pump_out(data: ClientStream, session: _Session) -> None:
-    """Handler to connector, with a heartbeat after each idle interval. Returns when drained."""
+    """Handler to connector, with a heartbeat after each idle interval. Returns when drained.
+
+    Packets move from the handler's outbox to ``session.unsent`` and leave it only once the
+    Data stream queued them (all or nothing), so none is sent twice or lost on cancellation.
+    """
     heartbeat = encode_packet(Packet(metadata={HEARTBEAT_KEY: "true"}))
+    data.uncounted = heartbeat
     interval = session.settings.data_heartbeat
+    unsent = session.unsent
     while True:
-        if session.pending is None:
+        if not unsent:
+            packet: Packet | None = None
             with trio.move_on_after(interval):
                 try:
-                    session.pending = await session.outbox_receive.receive()
+                    packet = await session.outbox_receive.receive()
                 except trio.EndOfChannel:
                     return
-            if session.pending is None:
+            if packet is None:
                 await data.send(heartbeat)
                 continue
-        await data.send(encode_packet(session.pending))
-        session.pending = None
+            unsent.append(encode_packet(packet))
+            while True:
+                try:
+                    unsent.append(encode_packet(session.outbox_receive.receive_nowait()))
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+        batch = list(unsent)
+        await data.send_batch(batch)
+        unsent.clear()
+
+
+def _settle_data(data: ClientStream, session: _Session) -> None:
+    """The Data stream is over: its unwritten backlog goes back in front of ``unsent``."""
+    marker = data.uncounted
+    backlog = [message for message in data.withdraw() if message is not marker]
+    session.unsent.extendleft(reversed(backlog))
+
+
+async def _run_pumps(data: ClientStream, control: ClientStream, session: _Session) -> None:
+    """Both pumps and the control loop of one connection, until the handler's output is
+    sent and the connector ended the data stream."""
+    settings = session.settings
+    async with trio.open_nursery() as nursery:
+        log.info("engram %s connected to %s", settings.step, settings.connector)
+        nursery.start_soon(_control_loop, control, settings.control_heartbeat)
+        upstream_ended = trio.Event()
+        closing = False
+
+        async def inbound() -> None:
+            await _pump_in(data, session)
+            upstream_ended.set()
+            if not closing:
+                raise trio.BrokenResourceError("the connector ended the data stream")
+
+        nursery.start_soon(inbound)
+        await _pump_out(data, session)
+        closing = True
+        # Half-close, then let the connector end the call so nothing queued is cut.
+        data.close_send()
+        with trio.move_on_after(settings.message_timeout):
+            await upstream_ended.wait()
+        nursery.cancel_scope.cancel()
 
 
 async def _run_connection(session: _Session) -> None:
@@ -276,29 +327,15 @@ async def _run_connection(session: _Session) -> None:
         channel.open_stream(CONTROL_METHOD, control_headers) as control,
     ):
         await _wait_ready(control, settings.message_timeout)
-        async with (
-            channel.open_stream(DATA_METHOD, {PROTOCOL_HEADER: PROTOCOL_VERSION}) as data,
-            trio.open_nursery() as nursery,
-        ):
-            log.info("engram %s connected to %s", settings.step, settings.connector)
-            nursery.start_soon(_control_loop, control, settings.control_heartbeat)
-            upstream_ended = trio.Event()
-            closing = False
-
-            async def inbound() -> None:
-                await _pump_in(data, session)
-                upstream_ended.set()
-                if not closing:
-                    raise trio.BrokenResourceError("the connector ended the data stream")
-
-            nursery.start_soon(inbound)
-            await _pump_out(data, session)
-            closing = True
-            # Half-close, then let the connector end the call so nothing queued is cut.
-            data.close_send()
-            with trio.move_on_after(settings.message_timeout):
-                await upstream_ended.wait()
-            nursery.cancel_scope.cancel()
+        async with channel.open_stream(DATA_METHOD, {PROTOCOL_HEADER: PROTOCOL_VERSION}) as data:
+            try:
+                await _run_pumps(data, control, session)
+            finally:
+                _settle_data(data, session)
+        if session.unsent:
+            raise trio.BrokenResourceError(
+                f"the data stream ended with {len(session.unsent)} packets unsent"
+            )
     session.inbox_send.close()
 
 

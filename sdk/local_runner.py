@@ -26,7 +26,7 @@ from typing import Any, Final, final
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from bobravoz.runtime.binding import BindingEnvelope, BindingInfo, encode_binding
+from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingInfo, encode_binding
 from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.story import Story, StoryError, load_story

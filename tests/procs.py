@@ -17,7 +17,7 @@ from typing import Any
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from bobravoz.runtime.binding import BindingEnvelope, BindingInfo, encode_binding
+from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingInfo, encode_binding
 
 REPO = Path(__file__).resolve().parent.parent
 ENGRAMS = REPO / "examples" / "engrams"

@@ -11,7 +11,7 @@ from kubefake import FakeKube, serve_fake_kube
 from procs import eventually, open_cluster
 
 from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataRequest
-from bobravoz.runtime.binding import BindingEnvelope, BindingInfo, encode_binding
+from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingInfo, encode_binding
 from bobravoz.runtime.endpoints import parse_endpoint
 from bobravoz.runtime.grpc_bridge import open_grpc_channel, open_grpc_loop
 

@@ -17,7 +17,7 @@ from bobravoz.controllers.kube import Kube, client_for
 from bobravoz.controllers.leader import LeaderElector
 from bobravoz.controllers.manager import ControllerMetrics, TransportController, run_when_leading
 from bobravoz.controllers.reconcile import FINALIZER
-from bobravoz.runtime.hub import TopologyRegistry
+from bobravoz.runtime.hub import TopologyFeed, TopologyRegistry
 
 STORY = Path(__file__).resolve().parents[1] / "fixtures" / "stories" / "p2p-chain.yaml"
 HUB = "bobravoz-grpc-hub.bobravoz-system.svc.cluster.local:9000"
@@ -59,11 +59,18 @@ async def test_controller_reconciles_a_storyrun_through_its_lifecycle() -> None:
             "spec": {"storyRef": {"name": "p2p-chain"}},
         },
     )
-    topologies = TopologyRegistry()
+    feed = TopologyFeed()
+    topologies = TopologyRegistry()  # applied from the feed, as the hub does
     metrics = ControllerMetrics(CollectorRegistry())
+
+    async def follow() -> None:
+        async for change in feed.changes():
+            topologies.apply(change)
+
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(follow)
         host = await nursery.start(serve_fake_kube, fake)
-        controller = TransportController(Kube(client_for(host)), HUB, topologies, metrics)
+        controller = TransportController(Kube(client_for(host)), HUB, feed, metrics)
         elector = LeaderElector(
             Kube(client_for(host)), "bobravoz-system", "bobravoz", "me", renew_every=0.2
         )
@@ -76,7 +83,7 @@ async def test_controller_reconciles_a_storyrun_through_its_lifecycle() -> None:
         assert run is not None
         assert FINALIZER in run["metadata"]["finalizers"]
         assert "r1-producer-transport" in condition(fake, "TransportReady")["message"]
-        assert topologies.lookup("demo", "r1") is not None  # the hub can route already
+        await eventually(lambda: topologies.lookup("demo", "r1") is not None)  # hub can route
 
         fake.conflicts = 2  # the next two writes conflict: the controller re-reads and retries
         for step in ("producer", "enricher", "consumer"):

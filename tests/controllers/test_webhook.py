@@ -22,7 +22,7 @@ import yaml
 
 from bobravoz.controllers.injection import InjectionConfig
 from bobravoz.controllers.webhook import MUTATE_PATH, Lookups, review, serve_webhook
-from bobravoz.runtime.binding import BindingEnvelope, BindingInfo
+from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingInfo
 from bobravoz.runtime.endpoints import Endpoint
 
 PODS = Path(__file__).resolve().parents[1] / "fixtures" / "pods"

@@ -13,7 +13,7 @@ from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataPacket, ProcessR
 from bobravoz.runtime.endpoints import parse_endpoint
 from bobravoz.runtime.grpc_bridge import open_grpc_channel, open_grpc_loop
 from bobravoz.runtime.handshake import BindingIdentity
-from bobravoz.runtime.hub import PROCESS_METHOD
+from bobravoz.protocol.constants import PROCESS_METHOD
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bobravoz.runtime.binding import (
+from bobravoz.runtime.binding_envelope import (
     BindingEnvelope,
     BindingError,
     BindingInfo,

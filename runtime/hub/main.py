@@ -13,11 +13,11 @@ from prometheus_client import CollectorRegistry
 from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader
 from bobravoz.runtime.grpc_bridge import open_grpc_loop
-from bobravoz.runtime.hub import HubSettings, serve_hub
+from bobravoz.runtime.hub.service import HubSettings, serve_hub_until
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
-from bobravoz.runtime.shutdown import cancel_on_signals
+from bobravoz.runtime.shutdown import set_on_signals
 from bobravoz.runtime.story import StoryError, load_story
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
 
@@ -45,8 +45,16 @@ def hub_settings(environ: Mapping[str, str]) -> HubSettings:
             "TLS is configured (BUBU_HUB_TLS_* / BUBU_HUB_REQUIRE_TLS) but this hub build "
             "serves plaintext only; refusing to start rather than fall back to plaintext"
         )
+    defaults = HubSettings()
     return HubSettings(
         max_streams=env.integer("BOBRAVOZ_HUB_MAX_STREAMS", 2000, minimum=1),
+        max_bindings=env.integer("BOBRAVOZ_HUB_MAX_BINDINGS", defaults.max_bindings, minimum=1),
+        max_buffered_bytes=env.integer(
+            "BOBRAVOZ_HUB_MAX_BUFFERED_BYTES", defaults.max_buffered_bytes, minimum=1
+        ),
+        binding_ttl=env.duration("BOBRAVOZ_HUB_BINDING_TTL", defaults.binding_ttl)
+        or defaults.binding_ttl,
+        shutdown_grace=env.duration("BOBRAVOZ_HUB_SHUTDOWN_GRACE", defaults.shutdown_grace),
         heartbeat_interval=env.duration("BUBU_HUB_HEARTBEAT_INTERVAL", 10.0) or 10.0,
         max_packet_bytes=env.integer("BUBU_HUB_MAX_RECV_BYTES", 10 * 1024 * 1024, minimum=1),
     )
@@ -69,9 +77,19 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
     metrics = TransportMetrics(registry, component="hub")
 
     async def main() -> None:
+        stop = trio.Event()
         async with open_grpc_loop(), trio.open_nursery() as nursery:
-            await nursery.start(cancel_on_signals, nursery.cancel_scope)
-            bound = await nursery.start(serve_hub, options.listen, topology, metrics, settings)
+            await nursery.start(set_on_signals, stop)
+
+            async def serve_then_stop(
+                task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
+            ) -> None:
+                await serve_hub_until(
+                    options.listen, topology, metrics, settings, stop, task_status=task_status
+                )
+                nursery.cancel_scope.cancel()  # drained: the metrics server and signals go too
+
+            bound = await nursery.start(serve_then_stop)
             ready = {"event": "ready", "component": "hub", "listen": str(bound)}
             if options.metrics is not None:
                 metrics_bound = await nursery.start(serve_metrics, options.metrics, registry)

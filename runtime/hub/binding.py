@@ -1,0 +1,156 @@
+"""One step of one StoryRun as the hub sees it: its buffer, its counters, its current stream.
+
+A :class:`StepBinding` owns the bounded channel of packets waiting for its step; the channel
+outlives any one stream, so packets for a step that has not connected yet (or is
+reconnecting, or being replaced by a newer connector generation) wait there in order. A
+:class:`StreamSession` is one accepted ``Process`` stream attached to a binding, with the
+ledger that says what happened to every packet handed to it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import final
+
+import trio
+
+from bobravoz.protocol.packets import Retargeter, split_process_message
+from bobravoz.protocol.wire import PacketLayout
+from bobravoz.runtime.channel import BoundedChannel, ChannelLimits, MemoryBudget
+from bobravoz.runtime.grpc_bridge import ServerStream
+from bobravoz.runtime.handshake import STEP_HEADER, STORYRUN_NAME_HEADER, STORYRUN_NAMESPACE_HEADER
+from bobravoz.runtime.metrics import BindingCounters
+from bobravoz.runtime.pump import StreamLedger, settle_stream
+from bobravoz.runtime.status import StatusCode
+
+
+@final
+class StreamSession:
+    """One accepted stream on a binding, and the ledger of what was handed to it.
+
+    The ledger counts data packets queued into the stream's bridge; at the end
+    ``handed = written + withdrawn + unwritten`` (unwritten: taken for a socket write that
+    never completed, lost with the stream).
+    """
+
+    def __init__(self, stream: ServerStream, generation: int, name: str, heartbeat: bytes):
+        self.stream = stream
+        self.generation = generation
+        self.name = name
+        self.heartbeat = heartbeat
+        stream.uncounted = heartbeat
+        self.ledger = StreamLedger(stream)
+        #: Why the session ended when someone other than the stream ended it.
+        self.end_reason: str | None = None
+        self.end_status: tuple[StatusCode, str] | None = None
+        self.done = trio.Event()
+
+    def in_bridge(self) -> int:
+        """Data packets handed to the stream and not yet written."""
+        return self.ledger.in_bridge()
+
+    def end(self, reason: str, code: StatusCode, message: str) -> None:
+        """Mark the session ended by the hub (superseded, removed, expired, shutdown) and stop
+        its stream writing at once; its backlog is withdrawn when the session closes."""
+        if self.end_reason is None:
+            self.end_reason = reason
+            self.end_status = (code, message)
+        self.stream.halt()
+        self.stream.finish(code, message)
+
+
+@final
+class StepBinding:
+    """One step of one StoryRun: its buffer, counters, sequence and current stream."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        storyrun: str,
+        step: str,
+        limits: ChannelLimits,
+        counters: BindingCounters,
+        budget: MemoryBudget | None,
+        now: float,
+    ) -> None:
+        self.namespace = namespace
+        self.storyrun = storyrun
+        self.step = step
+        self.key = f"{namespace}/{storyrun}/{step}"
+        self.counters = counters
+        self.channel: BoundedChannel[bytes] = BoundedChannel(
+            limits, name=self.key, on_drop=self._count_drop, budget=budget
+        )
+        #: The newest stream (the one the buffer is delivered to).
+        self.current: StreamSession | None = None
+        #: Every stream not yet closed (an older one may still route what it received).
+        self.sessions: set[StreamSession] = set()
+        self.released = False
+        self.last_active = now
+        self.retarget = Retargeter(
+            layout=PacketLayout.DATA_PACKET,
+            metadata_updates={
+                STORYRUN_NAME_HEADER: storyrun,
+                STORYRUN_NAMESPACE_HEADER: namespace,
+                STEP_HEADER: step,
+            },
+            stream_id=self.key,
+        )
+        self._sequence = itertools.count(1)
+        #: Written by closed sessions (the live session's count is read from its stream).
+        self.written_before = 0
+        self.written_bytes_before = 0
+        #: An ingest batch's first packet that was routed to some targets before the actor
+        #: stopped: (the raw message, the targets done). A restarted actor skips those.
+        self.partial: tuple[bytes, frozenset[str]] | None = None
+
+    def next_sequence(self) -> int:
+        """The sequence the hub stamps on the next packet for this step (stream_id = key)."""
+        return next(self._sequence)
+
+    def _count_drop(self, reason: str, item: bytes, size: int) -> None:
+        self.counters.count_drop(reason)
+
+    def in_flight(self) -> int:
+        """Packets leased from the buffer or handed to the live stream and not yet written."""
+        session = self.current
+        return self.channel.in_flight + (session.in_bridge() if session is not None else 0)
+
+    def probe(self) -> tuple[int, int, int]:
+        """(depth, depth in bytes, in flight): what ``/metrics`` reads (the written counts are
+        brought up to date on the way)."""
+        self.refresh_written()
+        stats = self.channel.statistics()
+        return stats.depth, stats.depth_bytes, self.in_flight()
+
+    def refresh_written(self) -> None:
+        """Copy the live stream's written count into the counters."""
+        session = self.current
+        written = self.written_before
+        written_bytes = self.written_bytes_before
+        if session is not None:
+            written += session.stream.written
+            written_bytes += session.stream.written_bytes
+        self.counters.packets_out = written
+        self.counters.bytes_out = written_bytes
+
+    def settle_session(self, session: StreamSession, lost_reason: str) -> int:
+        """Close ``session``'s ledger: requeue its withdrawn backlog at the front of the buffer
+        and count what was taken for writing but never written; return that count."""
+        stream = session.stream
+
+        def unwrap(message: bytes) -> bytes | None:
+            if message is session.heartbeat:
+                return None
+            return split_process_message(message)[0]
+
+        unwritten = settle_stream(self.channel, session.ledger, decode=unwrap)
+        if unwritten:
+            self.counters.lost[lost_reason] += unwritten
+        self.written_before += stream.written
+        self.written_bytes_before += stream.written_bytes
+        if self.current is session:
+            self.current = None
+        self.refresh_written()
+        return unwritten

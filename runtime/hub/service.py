@@ -1,0 +1,653 @@
+"""The hub: ``HubService.Process`` streams become supervised binding actors that route packets.
+
+Each accepted stream passes admission (:mod:`bobravoz.runtime.hub.admission`), is attached to
+its step's :class:`~bobravoz.runtime.hub.binding.StepBinding`, and runs as one binding actor
+under its own restart budget. The actor reads the stream in batches, validates every packet
+against the wire contract, and hands a copy to the buffer of each downstream step (fan-out),
+retargeted to that step. Its other half delivers the step's buffer to the stream.
+
+Nothing is lost silently, by construction:
+
+- every pump hands packets on through a lease (the buffer gets back what was not sent) or
+  gives unrouted messages back to the stream it read them from;
+- a stream that ends — broken, superseded by a newer connector generation, removed, expired,
+  shut down — is halted at once (nothing more is written to it) and its bridge backlog goes
+  back to the *front* of the step's buffer, so the next stream gets it in order;
+- whatever cannot be delivered any more is counted as lost with a reason, and a binding's
+  ledger satisfies ``queued = written + dropped + lost + buffered + in flight``.
+
+All hub state (bindings, routes, live streams) is changed only from the hub's own trio task:
+the acceptor callback, the actors, the topology feed consumer and the reaper all run there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from typing import Final, final
+
+import msgspec
+import trio
+
+from bobravoz.protocol.constants import HEARTBEAT_KEY, PROCESS_METHOD
+from bobravoz.protocol.packets import (
+    is_heartbeat,
+    retarget_packet,
+    split_process_message,
+    wrap_process_message,
+)
+from bobravoz.protocol.validation import validate_packet
+from bobravoz.protocol.wire import PacketLayout, WireFormatError
+from bobravoz.runtime.channel import MemoryBudget
+from bobravoz.runtime.endpoints import Endpoint
+from bobravoz.runtime.errors import SupervisorEscalation
+from bobravoz.runtime.grpc_bridge import ServerStream, serve_grpc
+from bobravoz.runtime.handshake import BindingIdentity, HandshakeError, check_handshake
+from bobravoz.runtime.hub.binding import StepBinding, StreamSession
+from bobravoz.runtime.hub.registry import (
+    RemoveTopology,
+    RunRoutes,
+    TopologyChange,
+    TopologyFeed,
+    TopologyRegistry,
+)
+from bobravoz.runtime.metrics import TransportMetrics
+from bobravoz.runtime.pump import channel_to_stream
+from bobravoz.runtime.status import RemoteStatusError, StatusCode
+from bobravoz.runtime.supervisor import Restart, RestartPolicy, Supervisor, open_supervisor
+from bobravoz.runtime.topology import Topology
+
+log = logging.getLogger(__name__)
+
+_DATA = PacketLayout.DATA_PACKET
+#: Reasons packets are counted lost when a stream or binding ends (metric label values).
+LOST_STREAM_BROKEN: Final = "stream_broken"
+LOST_SHUTDOWN: Final = "shutdown"
+LOST_REMOVED: Final = "storyrun_removed"
+LOST_EXPIRED: Final = "binding_expired"
+LOST_BUDGET: Final = "budget"
+LOST_ACTOR_FAILED: Final = "actor_failed"
+
+
+def heartbeat_packet() -> bytes:
+    """A frameless ``DataPacket`` whose metadata says ``bubu-heartbeat: true``."""
+    return retarget_packet(
+        b"", layout=_DATA, metadata_updates={HEARTBEAT_KEY: "true"}, sequence=None
+    )
+
+
+@final
+class HubSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Tunables of one hub process (environment names in the README)."""
+
+    #: Streams open at once before new ones get RESOURCE_EXHAUSTED.
+    max_streams: int = 2000
+    #: Bindings (step buffers) alive at once; past it a new one is refused (or its packet
+    #: counted lost with reason ``budget``).
+    max_bindings: int = 10_000
+    #: Bytes buffered across every binding; past it each step's drop policy applies
+    #: (``block`` waits).
+    max_buffered_bytes: int = 256 * 1024 * 1024
+    #: Seconds a binding may have no stream before it is released (its buffer counted lost
+    #: as ``binding_expired``). Local mode admits any StoryRun name, so this bounds memory.
+    binding_ttl: float = 300.0
+    #: Seconds to keep delivering to connected steps after a shutdown request.
+    shutdown_grace: float = 10.0
+    #: Seconds of silence on a stream before the hub sends it a heartbeat packet.
+    heartbeat_interval: float = 10.0
+    #: Largest packet accepted, in bytes (BUBU_HUB_MAX_RECV_BYTES).
+    max_packet_bytes: int = 10 * 1024 * 1024
+    #: Restart budget of binding actors.
+    restart: RestartPolicy = RestartPolicy()
+
+
+@final
+class Hub:
+    """Routes packets between the bindings of StoryRuns. Open with :func:`open_hub`."""
+
+    def __init__(
+        self,
+        topologies: TopologyRegistry,
+        settings: HubSettings,
+        metrics: TransportMetrics,
+        supervisor: Supervisor,
+    ) -> None:
+        self.topologies = topologies
+        self.settings = settings
+        self.metrics = metrics
+        self._supervisor = supervisor
+        self._bindings: dict[tuple[str, str, str], StepBinding] = {}
+        self._live: set[ServerStream] = set()
+        self._sessions = itertools.count(1)
+        self._heartbeat = wrap_process_message(heartbeat_packet())
+        self.budget = MemoryBudget(settings.max_buffered_bytes)
+        self.draining = False
+        #: Set whenever a batch was written or a stream closed (drain waits on it).
+        self._progress = trio.Event()
+        metrics.open_streams = self.open_streams
+        metrics.live_bindings = self.live_bindings
+
+    # -- state, read by metrics and tests -------------------------------------------------
+
+    def open_streams(self) -> int:
+        """Streams admitted and not yet finished."""
+        return len(self._live)
+
+    def live_bindings(self) -> int:
+        """Bindings alive now."""
+        return len(self._bindings)
+
+    def bindings(self) -> tuple[StepBinding, ...]:
+        """A snapshot of the live bindings."""
+        return tuple(self._bindings.values())
+
+    def find(self, namespace: str, storyrun: str, step: str) -> StepBinding | None:
+        """The live binding of that step, if any."""
+        return self._bindings.get((namespace, storyrun, step))
+
+    def undelivered(self, *, connected_only: bool = False) -> int:
+        """Packets buffered or in flight across every binding (or only those with a stream)."""
+        return sum(
+            b.channel.depth + b.in_flight()
+            for b in self._bindings.values()
+            if b.current is not None or not connected_only
+        )
+
+    # -- bindings ---------------------------------------------------------------------------
+
+    def _binding(self, namespace: str, storyrun: str, step: str, routes: RunRoutes) -> StepBinding:
+        """The binding of ``step``, created on first use; HandshakeError past the budget."""
+        key = (namespace, storyrun, step)
+        binding = self._bindings.get(key)
+        if binding is not None:
+            return binding
+        if len(self._bindings) >= self.settings.max_bindings:
+            raise HandshakeError(
+                StatusCode.RESOURCE_EXHAUSTED,
+                "max_bindings",
+                f"hub binding budget reached ({self.settings.max_bindings} bindings)",
+            )
+        binding = StepBinding(
+            namespace=namespace,
+            storyrun=storyrun,
+            step=step,
+            limits=routes.limits(step),
+            counters=self.metrics.binding(f"{namespace}/{storyrun}/{step}"),
+            budget=self.budget,
+            now=trio.current_time(),
+        )
+        self._bindings[key] = binding
+        self.metrics.depth_probes[binding.key] = binding.probe
+        return binding
+
+    def _release(self, binding: StepBinding, reason: str) -> None:
+        """End ``binding``: its stream ends, then its buffer is counted lost for ``reason``
+        and every trace of it (series, probes) goes away."""
+        if binding.released:
+            return
+        binding.released = True
+        if binding.sessions:
+            code = StatusCode.NOT_FOUND if reason == LOST_REMOVED else StatusCode.UNAVAILABLE
+            for session in tuple(binding.sessions):
+                session.end(reason, code, f"binding {binding.key} released: {reason}")
+                self._supervisor.stop_child(session.name)
+            return  # forgotten when its last session closes (see _close_session)
+        self._forget(binding, reason)
+
+    def _forget(self, binding: StepBinding, reason: str) -> None:
+        lost = binding.channel.discard(reason)
+        binding.channel.close()
+        if lost:
+            log.warning(
+                "binding %s released (%s) with %d packets undelivered", binding.key, reason, lost
+            )
+        self._bindings.pop((binding.namespace, binding.storyrun, binding.step), None)
+        binding.refresh_written()
+        self.metrics.release(binding.key)
+
+    # -- admission --------------------------------------------------------------------------
+
+    def accept(self, stream: ServerStream) -> None:
+        """Admit or refuse a new Process stream; admitted ones become binding actors."""
+        try:
+            identity, routes = self._admit(stream)
+            binding = self._binding(identity.namespace, identity.storyrun, identity.step, routes)
+        except HandshakeError as refusal:
+            self.metrics.handshake_rejections[refusal.reason] += 1
+            log.warning("refused Process stream from %s: %s", stream.peer, refusal.message)
+            stream.finish(refusal.code, refusal.message)
+            return
+        except Exception:
+            self.metrics.handshake_rejections["internal"] += 1
+            log.exception("admitting a Process stream from %s failed", stream.peer)
+            stream.finish(StatusCode.INTERNAL, "the hub failed to admit this stream")
+            return
+        predecessor = binding.current
+        session = StreamSession(
+            stream,
+            identity.generation,
+            f"stream:{binding.key}#{next(self._sessions)}",
+            self._heartbeat,
+        )
+        if predecessor is not None:
+            log.info(
+                "generation %d of %s replaces generation %d",
+                identity.generation,
+                binding.key,
+                predecessor.generation,
+            )
+            predecessor.end(
+                "superseded",
+                StatusCode.ABORTED,
+                f"superseded by connector generation {identity.generation}",
+            )
+        binding.current = session
+        binding.sessions.add(session)
+        binding.last_active = trio.current_time()
+        self._live.add(stream)
+        self._supervisor.start_child(
+            session.name, self._serve, binding, session, predecessor, restart=Restart.TEMPORARY
+        )
+
+    def _admit(self, stream: ServerStream) -> tuple[BindingIdentity, RunRoutes]:
+        if self.draining:
+            raise HandshakeError(
+                StatusCode.UNAVAILABLE, "shutting_down", "the hub is shutting down"
+            )
+        identity = check_handshake(stream.metadata)
+        routes = self.topologies.lookup(identity.namespace, identity.storyrun)
+        if routes is None:
+            fixed = self.topologies.fixed
+            where = (
+                f"; Story {fixed.topology.story_name!r} runs in namespace "
+                f"{fixed.topology.namespace!r}"
+                if fixed is not None
+                else ""
+            )
+            raise HandshakeError(
+                StatusCode.NOT_FOUND,
+                "unknown_storyrun",
+                f"no streaming topology for StoryRun {identity.namespace}/{identity.storyrun}"
+                + where,
+            )
+        if not routes.has_step(identity.step):
+            raise HandshakeError(
+                StatusCode.NOT_FOUND,
+                "unknown_step",
+                f"step {identity.step!r} is not in Story {routes.topology.story_name!r}",
+            )
+        if len(self._live) >= self.settings.max_streams:
+            raise HandshakeError(
+                StatusCode.RESOURCE_EXHAUSTED,
+                "max_streams",
+                f"hub max active streams reached ({self.settings.max_streams})",
+            )
+        current = self._bindings.get((identity.namespace, identity.storyrun, identity.step))
+        if (
+            current is not None
+            and current.current is not None
+            and identity.generation < current.current.generation
+        ):
+            raise HandshakeError(
+                StatusCode.FAILED_PRECONDITION,
+                "generation_stale",
+                f"connector generation {identity.generation} of {current.key} is older "
+                f"than the connected generation {current.current.generation}",
+            )
+        return identity, routes
+
+    # -- one stream --------------------------------------------------------------------------
+
+    async def _serve(
+        self, binding: StepBinding, session: StreamSession, predecessor: StreamSession | None
+    ) -> None:
+        """Run one stream's actor under its own restart budget; finish the stream in
+        ``finally`` whatever happens (a spent budget answers INTERNAL)."""
+        status: tuple[StatusCode, str] = (StatusCode.OK, "")
+        lost_reason = LOST_STREAM_BROKEN
+        try:
+            if predecessor is not None:
+                # The older stream first routes what it had already received, in order.
+                await predecessor.done.wait()
+            async with open_supervisor(
+                binding.key,
+                self.settings.restart,
+                on_restart=self._on_actor_restart,
+            ) as supervisor:
+                supervisor.start_child(
+                    "actor", self._run_actor, binding, session, restart=Restart.TRANSIENT
+                )
+        except SupervisorEscalation as escalation:
+            log.error("binding %s gave up: %r", binding.key, escalation.__cause__)
+            status = (
+                StatusCode.INTERNAL,
+                f"binding actor for {binding.key} failed {escalation.restarts} times",
+            )
+            lost_reason = LOST_ACTOR_FAILED
+        except trio.Cancelled:
+            status = (StatusCode.UNAVAILABLE, "the hub is shutting down")
+            lost_reason = session.end_reason or LOST_SHUTDOWN
+            raise
+        finally:
+            self._close_session(binding, session, status, lost_reason)
+
+    def _close_session(
+        self,
+        binding: StepBinding,
+        session: StreamSession,
+        status: tuple[StatusCode, str],
+        lost_reason: str,
+    ) -> None:
+        """Synchronous, so cancellation cannot interrupt it: settle the ledger, finish the
+        stream, release admission, wake the successor."""
+        stream = session.stream
+        unwritten = binding.settle_session(session, lost_reason)
+        if unwritten:
+            log.warning(
+                "%d packets handed to %s's stream were never written (%s)",
+                unwritten,
+                binding.key,
+                lost_reason,
+            )
+        leftover = stream.withdraw_inbound()
+        if leftover:
+            binding.counters.lost[session.end_reason or lost_reason] += leftover
+        code, message = session.end_status or status
+        stream.finish(code, message or None)
+        self._live.discard(stream)
+        self._progress.set()
+        binding.sessions.discard(session)
+        binding.last_active = trio.current_time()
+        session.done.set()
+        if binding.released and not binding.sessions:
+            self._forget(binding, session.end_reason or lost_reason)
+
+    def _on_actor_restart(self, name: str, error: BaseException) -> None:
+        self.metrics.restarts["binding"] += 1
+        log.error("binding actor %s failed and is restarted: %r", name, error)
+
+    async def _run_actor(self, binding: StepBinding, session: StreamSession) -> None:
+        """The binding actor: deliver the step's buffer to its stream, route what it sends.
+
+        A failure leaves the stream open so a restarted actor carries on with it; a clean end
+        of the upstream ends the actor (the stream is finished with OK).
+        """
+        stream = session.stream
+        if stream.done.is_set() or session.end_reason is not None:
+            return
+        stream.accept()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._deliver, binding, session)
+            await self._ingest(binding, session)
+            nursery.cancel_scope.cancel()
+
+    async def _ingest(self, binding: StepBinding, session: StreamSession) -> None:
+        """Route what the stream sends. Messages taken from the stream and not yet routed go
+        back to it when this is cancelled or fails (a restarted actor resumes there)."""
+        stream = session.stream
+        limit = self.settings.max_packet_bytes
+        while True:
+            try:
+                batch = await stream.receive_batch()
+            except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
+                return
+            routes = self.topologies.lookup(binding.namespace, binding.storyrun)
+            targets = routes.targets(binding.step) if routes is not None else ()
+            routed = 0
+            partial = binding.partial
+            try:
+                for raw in batch:
+                    done = partial[1] if partial is not None and partial[0] is raw else frozenset()
+                    partial = None
+                    binding.partial = (raw, done)
+                    packet = self._inspect(binding, raw, limit)
+                    if packet is not None and targets and routes is not None:
+                        await self._route(binding, routes, targets, packet, raw, done)
+                    routed += 1
+                binding.partial = None
+            finally:
+                if routed < len(batch):
+                    stream.unreceive(batch[routed:])
+
+    def _inspect(self, binding: StepBinding, raw: bytes, limit: int) -> bytes | None:
+        """Validate one Process message; return its packet if it is to be routed."""
+        counters = binding.counters
+        try:
+            packet, _flow = split_process_message(raw)
+        except WireFormatError:
+            counters.rejected["malformed"] += 1
+            return None
+        if packet is None:
+            return None
+        if len(packet) > limit:
+            counters.rejected["too_large"] += 1
+            return None
+        violation = validate_packet(packet, _DATA)
+        if violation is not None:
+            counters.rejected[violation.reason] += 1
+            if counters.rejected[violation.reason] in (1, 100, 10000):
+                log.warning(
+                    "rejected packet from %s: %s: %s",
+                    binding.key,
+                    violation.field,
+                    violation.message,
+                )
+            return None
+        if is_heartbeat(packet, _DATA):
+            counters.heartbeats_in += 1
+        else:
+            counters.packets_in += 1
+            counters.bytes_in += len(packet)
+        return packet
+
+    async def _route(
+        self,
+        source: StepBinding,
+        routes: RunRoutes,
+        targets: tuple[str, ...],
+        packet: bytes,
+        raw: bytes,
+        done: frozenset[str],
+    ) -> None:
+        """Hand ``packet`` to every target's buffer, waiting (cancellably, holding nothing)
+        while a ``block`` buffer is full; ``source.partial`` records the targets done."""
+        heartbeat = is_heartbeat(packet, _DATA)
+        for step in targets:
+            if step in done:
+                continue
+            try:
+                target = self._binding(source.namespace, source.storyrun, step, routes)
+            except HandshakeError:
+                source.counters.lost[LOST_BUDGET] += 1
+                done = done | {step}
+                source.partial = (raw, done)
+                continue
+            outgoing = target.retarget(packet, None if heartbeat else target.next_sequence())
+            size = len(outgoing)
+            channel = target.channel
+            target.last_active = trio.current_time()
+            while True:
+                try:
+                    channel.send_nowait(outgoing, size)
+                    break
+                except trio.WouldBlock:
+                    await channel.wait_room(size)
+                except trio.ClosedResourceError:
+                    target.counters.lost[LOST_REMOVED] += 1
+                    break
+            done = done | {step}
+            source.partial = (raw, done)
+
+    async def _deliver(self, binding: StepBinding, session: StreamSession) -> None:
+        """Write the step's buffer to the stream through leases; heartbeat when idle."""
+
+        def written() -> None:
+            binding.refresh_written()
+            self._progress.set()
+
+        await channel_to_stream(
+            binding.channel,
+            session.stream,
+            session.ledger,
+            encode=wrap_process_message,
+            idle=(self.settings.heartbeat_interval, session.heartbeat),
+            after_batch=written,
+        )
+
+    # -- topology changes, expiry, shutdown --------------------------------------------------
+
+    def apply(self, change: TopologyChange) -> None:
+        """Apply one topology change; a removed StoryRun's bindings are released."""
+        self.topologies.apply(change)
+        if isinstance(change, RemoveTopology):
+            key = (change.namespace, change.storyrun)
+            if self.topologies.lookup(*key) is None:
+                for binding in self.bindings():
+                    if (binding.namespace, binding.storyrun) == key:
+                        self._release(binding, LOST_REMOVED)
+
+    async def follow(self, feed: TopologyFeed) -> None:
+        """Apply the feed's changes in order, in this task, until it closes."""
+        async for change in feed.changes():
+            self.apply(change)
+
+    def expire(self, now: float) -> int:
+        """Release bindings with no stream for ``binding_ttl`` seconds; return how many."""
+        ttl = self.settings.binding_ttl
+        expired = [
+            binding
+            for binding in self._bindings.values()
+            if binding.current is None and now - binding.last_active >= ttl
+        ]
+        for binding in expired:
+            self._release(binding, LOST_EXPIRED)
+        return len(expired)
+
+    async def reap(self) -> None:
+        """Expire idle bindings periodically (every quarter TTL, at most every 30 s)."""
+        period = min(30.0, max(0.01, self.settings.binding_ttl / 4))
+        while True:
+            await trio.sleep(period)
+            self.expire(trio.current_time())
+
+    async def drain(self, grace: float | None = None) -> int:
+        """Stop admitting streams, keep delivering for up to ``grace`` seconds (the setting by
+        default) until every buffer is empty; return what is still undelivered."""
+        self.draining = True
+        grace = self.settings.shutdown_grace if grace is None else grace
+        with trio.move_on_after(grace):
+            while self.undelivered(connected_only=True):
+                self._progress = trio.Event()
+                await self._progress.wait()
+        return self.undelivered()
+
+    def release_all(self, reason: str) -> int:
+        """Release every binding (after the actors stopped); return the packets counted lost."""
+        lost = 0
+        for binding in self.bindings():
+            lost += binding.channel.depth
+            self._release(binding, reason)
+        return lost
+
+
+@contextlib.asynccontextmanager
+async def open_hub(
+    topologies: TopologyRegistry,
+    metrics: TransportMetrics,
+    settings: HubSettings | None = None,
+    *,
+    feed: TopologyFeed | None = None,
+) -> AsyncIterator[Hub]:
+    """Open a hub routing by ``topologies`` (changed through ``feed`` when given).
+
+    Its actors live until the block exits; then every stream is finished and whatever was
+    still buffered is counted lost as ``shutdown`` (and logged).
+    """
+    settings = settings or HubSettings()
+    hub: Hub | None = None
+    try:
+        async with open_supervisor("hub", settings.restart) as supervisor:
+            hub = Hub(topologies, settings, metrics, supervisor)
+            supervisor.start_child("reaper", hub.reap, restart=Restart.PERMANENT)
+            if feed is not None:
+                supervisor.start_child("topology-feed", hub.follow, feed, restart=Restart.TEMPORARY)
+            try:
+                yield hub
+            finally:
+                supervisor.cancel()
+    finally:
+        if hub is not None:
+            lost = hub.release_all(LOST_SHUTDOWN)
+            if lost:
+                log.warning(
+                    "hub stopped with %d packets undelivered (counted lost: shutdown)", lost
+                )
+
+
+async def serve_hub(
+    listen: Endpoint,
+    topologies: TopologyRegistry | Topology,
+    metrics: TransportMetrics,
+    settings: HubSettings | None = None,
+    *,
+    feed: TopologyFeed | None = None,
+    task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``HubService.Process`` on ``listen`` until cancelled, routing by ``topologies``
+    (one Topology means local mode: every StoryRun of its namespace follows it).
+
+    ``task_status.started`` receives the bound endpoint. Runs inside ``open_grpc_loop``.
+    """
+    await _serve(listen, topologies, metrics, settings, feed, None, task_status)
+
+
+async def serve_hub_until(
+    listen: Endpoint,
+    topologies: TopologyRegistry | Topology,
+    metrics: TransportMetrics,
+    settings: HubSettings | None,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Like :func:`serve_hub`, and when ``stop`` is set: stop admitting, deliver for the
+    shutdown grace period, then stop (what is left is counted lost and logged)."""
+    await _serve(listen, topologies, metrics, settings, None, stop, task_status)
+
+
+async def _serve(
+    listen: Endpoint,
+    topologies: TopologyRegistry | Topology,
+    metrics: TransportMetrics,
+    settings: HubSettings | None,
+    feed: TopologyFeed | None,
+    stop: trio.Event | None,
+    task_status: trio.TaskStatus[Endpoint],
+) -> None:
+    registry = (
+        topologies if isinstance(topologies, TopologyRegistry) else TopologyRegistry(topologies)
+    )
+    async with (
+        open_hub(registry, metrics, settings, feed=feed) as hub,
+        trio.open_nursery() as nursery,
+    ):
+        server = await nursery.start(
+            functools.partial(
+                serve_grpc,
+                max_streams_per_connection=max(100, hub.settings.max_streams),
+            ),
+            listen,
+            [PROCESS_METHOD],
+            hub.accept,
+        )
+        task_status.started(server.endpoint)
+        if stop is None:
+            await trio.sleep_forever()
+        await stop.wait()
+        left = await hub.drain()
+        if left:
+            log.warning("shutdown grace over with %d packets undelivered", left)
+        nursery.cancel_scope.cancel()

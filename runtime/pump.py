@@ -1,0 +1,174 @@
+"""The two pumps every data path uses, built so that a packet is never held where a
+cancellation or a failure could drop it.
+
+- :func:`channel_to_stream`: a bounded channel feeds a gRPC stream. Batches are *leased*
+  from the channel and committed only once the bridge queued them (the bridge's sends are
+  all-or-nothing); a :class:`StreamLedger` counts what was handed to the stream, and
+  :func:`settle_stream` — called when the stream is over — withdraws the bridge's unwritten
+  backlog back to the *front* of the channel and counts what was taken for a socket write
+  that never completed.
+- :func:`stream_to_channel`: a gRPC stream feeds one bounded channel. Messages taken from
+  the stream and not yet accepted by the channel go back to the stream (``unreceive``), so a
+  restarted pump resumes exactly there; waiting for room holds nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, final
+
+import trio
+
+from bobravoz.runtime.channel import BoundedChannel, Lease
+from bobravoz.runtime.status import RemoteStatusError
+
+
+class OutboundStream(Protocol):
+    """The sending half of a bridge stream (server or client)."""
+
+    written: int
+    written_bytes: int
+
+    async def send(self, message: Any) -> None:
+        """Queue one message (cancel-atomic)."""
+
+    async def send_batch(self, messages: Sequence[Any]) -> None:
+        """Queue every message, all or nothing."""
+
+    def withdraw(self) -> list[Any]:
+        """Halt and return the queued, unwritten messages."""
+
+
+class InboundStream(Protocol):
+    """The receiving half of a bridge stream (server or client)."""
+
+    async def receive_batch(self, max_items: int = ...) -> list[Any]:
+        """Wait for and take the ready messages."""
+
+    def unreceive(self, messages: Sequence[Any]) -> None:
+        """Put taken messages back in front."""
+
+
+@final
+class StreamLedger:
+    """What one pump handed to one stream: ``handed = written + withdrawn + unwritten``."""
+
+    __slots__ = ("handed", "stream")
+
+    def __init__(self, stream: OutboundStream) -> None:
+        self.stream = stream
+        self.handed = 0
+
+    def in_bridge(self) -> int:
+        """Packets handed to the stream and not written yet."""
+        return max(0, self.handed - self.stream.written)
+
+
+async def channel_to_stream(
+    channel: BoundedChannel[bytes],
+    stream: OutboundStream,
+    ledger: StreamLedger,
+    *,
+    encode: Callable[[bytes], bytes] | None = None,
+    idle: tuple[float, bytes] | None = None,
+    after_batch: Callable[[], None] | None = None,
+) -> None:
+    """Move ``channel`` to ``stream`` until the stream no longer sends (returns then).
+
+    ``encode`` frames each item for the stream; ``idle`` = (seconds, message) sends that
+    message (a heartbeat, not counted in the ledger) after each idle period.
+    """
+    try:
+        while True:
+            if idle is None or channel.depth:
+                lease = await channel.lease()
+            else:
+                waited: Lease[bytes] | None = None
+                with trio.move_on_after(idle[0]):
+                    waited = await channel.lease()
+                if waited is None:
+                    await stream.send(idle[1])
+                    continue
+                lease = waited
+            with lease:
+                items = lease.items
+                await stream.send_batch([encode(item) for item in items] if encode else items)
+                lease.commit()
+                ledger.handed += len(items)
+            if after_batch is not None:
+                after_batch()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+
+
+def settle_stream(
+    channel: BoundedChannel[bytes],
+    ledger: StreamLedger,
+    *,
+    decode: Callable[[Any], bytes | None] | None = None,
+) -> int:
+    """The stream is over: put its unwritten backlog back at the front of ``channel`` (in
+    order; ``decode`` maps a queued message back to the channel's item, None to skip it) and
+    return how many handed packets were neither written nor given back (lost with it)."""
+    backlog: list[tuple[bytes, int]] = []
+    for message in ledger.stream.withdraw():
+        item = decode(message) if decode is not None else message
+        if item is not None:
+            backlog.append((item, len(item)))
+    channel.requeue(backlog)
+    unwritten = ledger.handed - ledger.stream.written - len(backlog)
+    return max(0, unwritten)
+
+
+@final
+class ResumePoint:
+    """Where :func:`stream_to_channel` stopped: the message it was waiting to hand on and its
+    transformed item, so a resumed pump does not transform (and count) it twice."""
+
+    __slots__ = ("item", "message")
+
+    def __init__(self) -> None:
+        self.message: Any = None
+        self.item: bytes | None = None
+
+
+async def stream_to_channel(
+    stream: InboundStream,
+    channel: BoundedChannel[bytes],
+    transform: Callable[[Any], bytes | None],
+    resume: ResumePoint | None = None,
+) -> None:
+    """Move what ``stream`` sends into ``channel`` until it ends (returns then).
+
+    ``transform`` validates and converts one message (None: skip it; it counts its own
+    rejections). Waiting for room is cancellable and holds nothing: untaken messages go back
+    to the stream, and ``resume`` (kept by the caller across restarts) remembers the one
+    already transformed. Raises ``trio.ClosedResourceError`` if the channel closes.
+    """
+    point = resume or ResumePoint()
+    while True:
+        try:
+            batch = await stream.receive_batch()
+        except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
+            return
+        done = 0
+        try:
+            for message in batch:
+                if message is point.message:
+                    item = point.item
+                else:
+                    item = transform(message)
+                    point.message, point.item = message, item
+                if item is not None:
+                    size = len(item)
+                    while True:
+                        try:
+                            channel.send_nowait(item, size)
+                            break
+                        except trio.WouldBlock:
+                            await channel.wait_room(size)
+                done += 1
+            point.message = point.item = None
+        finally:
+            if done < len(batch):
+                stream.unreceive(batch[done:])

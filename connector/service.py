@@ -127,6 +127,9 @@ class ConnectorService:
         #: Codecs seen from the engram, for the binding status (None: not reporting).
         self.negotiated: Negotiated | None = None
         metrics.open_streams = lambda: len(self._live)
+        metrics.control_events_dropped = lambda: (
+            self.control_events_dropped + self.link.events_dropped
+        )
         inbox_key = f"{link.config.identity.key}:inbox"
         inbox = link.inbox
 

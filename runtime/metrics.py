@@ -80,6 +80,9 @@ class TransportMetrics(Collector):
         self.reconnects = 0
         #: Reads the number of streams open now (set by the owner of the streams).
         self.open_streams: Callable[[], int] = lambda: 0
+        #: Reads how many control events (errors, link changes) could not be queued to an
+        #: engram's Control stream (connector only; never counted as packet drops).
+        self.control_events_dropped: Callable[[], int] = lambda: 0
         #: Reads the number of live bindings (hub only).
         self.live_bindings: Callable[[], int] | None = None
         self.depth_probes: dict[str, DepthProbe] = {}
@@ -206,6 +209,13 @@ class TransportMetrics(Collector):
         for actor, count in sorted(self.restarts.items()):
             restarts.add_metric([comp, actor], count)
         yield restarts
+        control = CounterMetricFamily(
+            "bobravoz_control_events_dropped",
+            "Control events (errors, link changes) an engram's Control stream could not take.",
+            labels=["component"],
+        )
+        control.add_metric([comp], self.control_events_dropped())
+        yield control
         reconnects = CounterMetricFamily(
             "bobravoz_upstream_reconnects",
             "Times a link to the hub (or peer) was re-established.",

@@ -40,7 +40,9 @@ async def run_connector(
     ``task_status.started`` receives the bound addresses (``listen``, ``metrics``). Returns the
     reason when the hub link failed for good (the caller exits non-zero), else runs forever.
     """
-    async with open_supervisor("connector") as supervisor:
+    async with open_supervisor(
+        "connector", on_failure=metrics.failure_hook("connector")
+    ) as supervisor:
         link = HubLink(config, metrics)
         service = ConnectorService(link, metrics, supervisor)
         server = await supervisor.start_child_ready(

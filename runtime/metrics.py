@@ -77,6 +77,8 @@ class TransportMetrics(Collector):
         self.bindings: dict[str, BindingCounters] = {}
         self.handshake_rejections: collections.Counter[str] = collections.Counter()
         self.restarts: collections.Counter[str] = collections.Counter()
+        #: Supervised actors that failed (raised), by actor kind; every failure is also logged.
+        self.failures: collections.Counter[str] = collections.Counter()
         self.reconnects = 0
         #: Reads the number of streams open now (set by the owner of the streams).
         self.open_streams: Callable[[], int] = lambda: 0
@@ -94,6 +96,14 @@ class TransportMetrics(Collector):
         if counters is None:
             counters = self.bindings[key] = BindingCounters()
         return counters
+
+    def failure_hook(self, kind: str) -> Callable[[str, BaseException], None]:
+        """A supervisor ``on_failure`` hook counting failures of actors of ``kind``."""
+
+        def count(name: str, error: BaseException) -> None:
+            self.failures[kind] += 1
+
+        return count
 
     def release(self, key: str) -> None:
         """Forget binding ``key``'s series; its counts fold into the ``(released)`` series."""
@@ -209,6 +219,14 @@ class TransportMetrics(Collector):
         for actor, count in sorted(self.restarts.items()):
             restarts.add_metric([comp, actor], count)
         yield restarts
+        failures = CounterMetricFamily(
+            "bobravoz_actor_failures",
+            "Supervised actors that raised (restarted or not), by actor kind.",
+            labels=["component", "actor"],
+        )
+        for actor, count in sorted(self.failures.items()):
+            failures.add_metric([comp, actor], count)
+        yield failures
         control = CounterMetricFamily(
             "bobravoz_control_events_dropped",
             "Control events (errors, link changes) an engram's Control stream could not take.",

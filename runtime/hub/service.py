@@ -316,6 +316,8 @@ class Hub:
                 binding.key,
                 self.settings.restart,
                 on_restart=self._on_actor_restart,
+                on_failure=self.metrics.failure_hook("binding"),
+                history_limit=8,
             ) as supervisor:
                 supervisor.start_child(
                     "actor", self._run_actor, binding, session, restart=Restart.TRANSIENT
@@ -569,7 +571,9 @@ async def open_hub(
     settings = settings or HubSettings()
     hub: Hub | None = None
     try:
-        async with open_supervisor("hub", settings.restart) as supervisor:
+        async with open_supervisor(
+            "hub", settings.restart, on_failure=metrics.failure_hook("hub")
+        ) as supervisor:
             hub = Hub(topologies, settings, metrics, supervisor)
             supervisor.start_child("reaper", hub.reap, restart=Restart.PERMANENT)
             if feed is not None:

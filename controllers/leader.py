@@ -46,6 +46,8 @@ class LeaderElector:
     lease_seconds: int = 15
     renew_every: float = 5.0
     leading: bool = False
+    #: Campaign rounds completed (acquired, renewed, refused or failed).
+    rounds: int = 0
 
     def __post_init__(self) -> None:
         self.changed = trio.Event()
@@ -129,6 +131,7 @@ class LeaderElector:
                     log.warning("lease round failed: %r", error)
                     held = False
                 self._set(held)
+                self.rounds += 1
                 await trio.sleep(self.renew_every)
         finally:
             self._set(False)

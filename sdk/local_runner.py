@@ -3,9 +3,11 @@
 The runner starts the hub, one connector per streaming step (each on a unix socket) and each
 step's engram program (``<engrams-dir>/<engram>.py``), wires them with the same environment a
 cluster would give them, shows live progress, and ends with a summary: sent, delivered,
-dropped by policy, rejected, lost, packets/s and end-to-end latency. Exit status 1 when
-anything was lost or a process failed. Ctrl-C (or any failure of the runner) stops every
-child: SIGTERM, then SIGKILL after a grace period.
+dropped by declared policy, rejected, lost (expected - delivered - declared drops, with the
+losses the transport itself counted, by reason), packets/s and end-to-end latency. Exit
+status 1 when any packet was lost that no declared policy dropped, or a process failed.
+Ctrl-C (or any failure of the runner) stops every child: SIGTERM, then SIGKILL after a grace
+period.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from pathlib import Path
 from typing import Any, Final, final
 
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingInfo, encode_binding
 from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.story import Story, StoryError, load_story
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
+from bobravoz.sdk.accounting import Accounting, TransportLoss, transport_loss_from_text
 
 READY_TIMEOUT: Final = 20.0
 STOP_GRACE: Final = 3.0
@@ -162,18 +164,11 @@ def _step_config(story: Story, step_id: str) -> dict[str, Any]:
     return {}
 
 
-def _scrape(address: str) -> dict[str, float]:
-    """Totals of the drop and rejection counters at a ``/metrics`` address."""
-    totals = {"dropped": 0.0, "rejected": 0.0}
+def _scrape(address: str) -> TransportLoss:
+    """Declared drops, counted losses and rejections at a ``/metrics`` address."""
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
         text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "bobravoz_packets_dropped_total":
-                totals["dropped"] += sample.value
-            elif sample.name == "bobravoz_packets_rejected_total":
-                totals["rejected"] += sample.value
-    return totals
+    return transport_loss_from_text(text)
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -193,8 +188,8 @@ class Summary:
     expected: int = 0
     delivered: int = 0
     out_of_order: int = 0
-    dropped: int = 0
-    rejected: int = 0
+    #: Declared drops, counted losses and rejections of every scraped process.
+    loss: TransportLoss = field(default_factory=TransportLoss)
     elapsed: float = 0.0
     streaming_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
@@ -202,9 +197,37 @@ class Summary:
     interrupted: bool = False
 
     @property
+    def accounting(self) -> Accounting:
+        """Expected, delivered and the transport's counts, taken together."""
+        return Accounting(expected=self.expected, delivered=self.delivered, loss=self.loss)
+
+    @property
+    def dropped(self) -> int:
+        """Packets dropped by a declared policy (``drop_oldest``/``drop_newest``) only."""
+        return self.loss.declared_drops
+
+    @property
+    def rejected(self) -> int:
+        """Packets refused for breaking the wire contract."""
+        return self.loss.rejected_total
+
+    @property
     def lost(self) -> int:
-        """Packets neither delivered nor accounted for by a declared drop."""
-        return max(0, self.expected - self.delivered - self.dropped)
+        """Packets neither delivered nor dropped by a declared policy (expected - delivered -
+        declared drops); what the transport counted as lost is never subtracted."""
+        return self.accounting.lost
+
+    @property
+    def lost_counted(self) -> int:
+        """Packets the transport itself counted as lost (any reason but a declared policy)."""
+        return self.loss.lost_counted
+
+    @property
+    def exit_status(self) -> int:
+        """130 when interrupted; 1 on loss no policy declared, a failed process or reordering."""
+        if self.interrupted:
+            return 130
+        return 1 if self.lost or self.failed or self.out_of_order else 0
 
     def render(self) -> str:
         """The closing block printed by ``bobravoz up``."""
@@ -216,9 +239,7 @@ class Summary:
             "== bobravoz up: summary ==",
             f"sent       {self.sent}",
             f"delivered  {self.delivered} (expected {self.expected})",
-            f"dropped    {self.dropped} (by declared policy)",
-            f"rejected   {self.rejected} (broke the wire contract)",
-            f"lost       {self.lost}",
+            *self.accounting.lines(width=10),
             f"reordered  {self.out_of_order}",
             f"rate       {rate:.0f} packets/s delivered over {span:.1f}s of streaming "
             f"({self.elapsed:.1f}s in all)",
@@ -293,7 +314,7 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                     wait_ready=True,
                 )
                 hub_address = hub.last["listen"]
-                metrics_addresses = [hub.last["metrics"]]
+                metrics_addresses = [(hub.name, hub.last["metrics"])]
                 engrams: list[tuple[str, list[str], dict[str, str]]] = []
                 for node in topology.streaming_steps():
                     socket = f"unix://{scratch}/{node.id}.sock"
@@ -316,7 +337,7 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                         },
                         wait_ready=True,
                     )
-                    metrics_addresses.append(connector.last["metrics"])
+                    metrics_addresses.append((connector.name, connector.last["metrics"]))
                     binding = BindingEnvelope(
                         name=f"{storyrun}-{node.id}-transport",
                         namespace=namespace,
@@ -350,13 +371,14 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                     for child in engram_children:
                         await child.process.wait()
                 summary.elapsed = time.monotonic() - started
-                for address in metrics_addresses:
+                for name, address in metrics_addresses:
                     try:
-                        totals = await trio.to_thread.run_sync(_scrape, address)
-                    except OSError:
+                        loss = await trio.to_thread.run_sync(_scrape, address)
+                    except OSError as error:
+                        # Its drops and losses are unknown: the run cannot be called lossless.
+                        summary.failed.append(f"{name} (metrics unreadable: {error})")
                         continue
-                    summary.dropped += int(totals["dropped"])
-                    summary.rejected += int(totals["rejected"])
+                    summary.loss.add(loss)
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -407,6 +429,4 @@ def run_up(options: UpOptions) -> int:
         print(f"bobravoz up: {cause}", file=sys.stderr)
         return 1
     print(summary.render())
-    if summary.interrupted:
-        return 130
-    return 1 if summary.lost or summary.failed or summary.out_of_order else 0
+    return summary.exit_status

@@ -40,6 +40,8 @@ class FakeKube:
     changed: trio.Event = field(default_factory=trio.Event)
     drop: trio.Event = field(default_factory=trio.Event)
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: Set (and replaced) on every request the server receives.
+    requested: trio.Event = field(default_factory=trio.Event)
 
     def _bump(self) -> int:
         self.version += 1
@@ -70,6 +72,21 @@ class FakeKube:
         """A copy of a stored object, or None."""
         found = self.objects.get((resource, namespace, name))
         return copy.deepcopy(found) if found is not None else None
+
+    def record(self, method: str, target: str) -> None:
+        """Log one request and wake :meth:`wait_for_request`."""
+        self.requests.append((method, target))
+        self.requested.set()
+        self.requested = trio.Event()
+
+    async def wait_for_request(self, method: str, path: str) -> tuple[str, str]:
+        """The first logged request with ``method`` whose target contains ``path``; waits for
+        it to arrive if there is none yet (bound the wait with ``trio.fail_after``)."""
+        while True:
+            for request in self.requests:
+                if request[0] == method and path in request[1]:
+                    return request
+            await self.requested.wait()
 
     def compact(self) -> None:
         """Forget history: watches from any version up to now get 410 Gone."""
@@ -215,7 +232,7 @@ async def _answer(fake: FakeKube, stream: trio.SocketStream, data: bytes) -> Non
         body += await stream.receive_some(65536)
     url = urllib.parse.urlsplit(target)
     query = dict(urllib.parse.parse_qsl(url.query))
-    fake.requests.append((method, target))
+    fake.record(method, target)
     match = _PATH.match(url.path)
     if match is None:
         await _send(stream, 404, _status(404, "NotFound", url.path))

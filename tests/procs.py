@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -22,6 +21,9 @@ from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingInfo, enco
 REPO = Path(__file__).resolve().parent.parent
 ENGRAMS = REPO / "examples" / "engrams"
 CLI = [sys.executable, "-m", "bobravoz.sdk.cli"]
+#: Seconds between two looks at state that announces no change (another process's metrics,
+#: /proc, an object's counters). Only the wait's bound is a deadline; never an assertion.
+POLL_INTERVAL = 0.05
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Proc:
     name: str
     process: trio.Process
     lines: list[dict[str, Any]] = field(default_factory=list)
+    #: Set (and replaced) on every new line, and set for good when the process has exited.
     changed: trio.Event = field(default_factory=trio.Event)
 
     def find(self, event: str) -> dict[str, Any] | None:
@@ -41,13 +44,13 @@ class Proc:
         return None
 
     async def wait_for(self, event: str, limit: float = 20.0) -> dict[str, Any]:
-        """Wait for a line with ``event``; fail if the process exits first."""
+        """Wait for a line with ``event``; fail if the process exits first (or after ``limit``
+        seconds). Wakes on each new line and on exit: no polling."""
         with trio.fail_after(limit):
             while (found := self.find(event)) is None:
                 if self.process.returncode is not None:
                     raise AssertionError(f"{self.name} exited {self.process.returncode}")
-                with trio.move_on_after(0.1):
-                    await self.changed.wait()
+                await self.changed.wait()
             return found
 
 
@@ -233,20 +236,33 @@ async def wait_for_metric(
     **labels: str,
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Scrape ``address`` until metric ``name`` (with ``labels``) equals ``value`` (or reaches
-    it, with ``at_least``); return the last scrape. Fails the test after ``limit`` seconds."""
+    it, with ``at_least``); return the last scrape. Fails the test after ``limit`` seconds.
+
+    Another process's counters announce no change, so this is a bounded poll of real state:
+    the value it waits for is the proof, never the time it took."""
     with trio.fail_after(limit):
         while True:
             samples = await trio.to_thread.run_sync(scrape, address)
             current = metric(samples, name, **labels)
             if current == value or (at_least and current >= value):
                 return samples
-            await trio.sleep(0.1)
+            await trio.sleep(POLL_INTERVAL)
 
 
-async def eventually(condition: Callable[[], bool], limit: float = 15.0) -> None:
-    """Poll ``condition`` every 50 ms until it holds; fail the test after ``limit`` seconds."""
+async def eventually(
+    condition: Callable[[], bool],
+    limit: float = 15.0,
+    *,
+    wake: Callable[[], trio.Event] | None = None,
+) -> None:
+    """Wait until ``condition()`` holds; fail the test after ``limit`` seconds.
+
+    With ``wake`` (returns the event set when the state ``condition`` reads may have changed,
+    e.g. ``lambda: fake.changed``) it re-checks on that event only. Without one, the state
+    announces nothing, and it is a bounded poll of that state every ``POLL_INTERVAL``."""
     with trio.fail_after(limit):
-        for _ in itertools.count():
-            if condition():
-                return
-            await trio.sleep(0.05)
+        while not condition():
+            if wake is not None:
+                await wake().wait()
+            else:
+                await trio.sleep(POLL_INTERVAL)

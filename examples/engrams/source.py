@@ -2,7 +2,8 @@
 
 Each payload starts with its sequence number and send time (``>QQ``: seq, time_ns) so sinks
 can check order and measure end-to-end latency. A final packet with metadata
-``bobravoz.example/eos: true`` marks the end of the stream.
+``bobravoz.example/eos: true`` marks the end of the stream. The summary line reports ``sent``
+(data packets) and ``emitted`` (every packet handed to the transport, the marker included).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ async def handle(stream: StreamContext) -> None:
         step=stream.step,
         role="source",
         sent=count,
+        emitted=count + 1,  # every packet handed to the transport: the data and the end marker
         seconds=round(time.monotonic() - start, 3),
     )
 

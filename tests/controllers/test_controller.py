@@ -41,6 +41,28 @@ def binding(step: str) -> dict[str, Any]:
     }
 
 
+def writes(fake: FakeKube) -> list[tuple[str, str]]:
+    """Every write the controller made (leader election's Lease renewals aside)."""
+    return [r for r in fake.requests if r[0] in {"PATCH", "PUT", "POST"} and "leases" not in r[1]]
+
+
+def reconciled(registry: CollectorRegistry) -> float:
+    """Reconciles completed without error."""
+    value = registry.get_sample_value("bobravoz_controller_reconciles_total", {"result": "ok"})
+    return value or 0.0
+
+
+def idle(controller: TransportController) -> bool:
+    """Nothing queued and nothing being reconciled: every key added so far was processed."""
+    stats = controller.queue.statistics()
+    return stats.depth == 0 and stats.processing == 0
+
+
+def binding_status(fake: FakeKube, step: str) -> dict[str, Any]:
+    stored = fake.get(BINDINGS, "demo", f"r1-{step}-transport") or {}
+    return dict(stored.get("status") or {})
+
+
 def condition(fake: FakeKube, kind: str) -> dict[str, Any]:
     run = fake.get(RUNS, "demo", "r1") or {}
     found = [c for c in run.get("status", {}).get("conditions", []) if c["type"] == kind]
@@ -61,7 +83,8 @@ async def test_controller_reconciles_a_storyrun_through_its_lifecycle() -> None:
     )
     feed = TopologyFeed()
     topologies = TopologyRegistry()  # applied from the feed, as the hub does
-    metrics = ControllerMetrics(CollectorRegistry())
+    registry = CollectorRegistry()
+    metrics = ControllerMetrics(registry)
 
     async def follow() -> None:
         async for change in feed.changes():
@@ -77,49 +100,57 @@ async def test_controller_reconciles_a_storyrun_through_its_lifecycle() -> None:
         nursery.start_soon(run_when_leading, elector, controller, metrics)
 
         await eventually(
-            lambda: condition(fake, "TransportReady").get("reason") == "AwaitingTransport"
+            lambda: condition(fake, "TransportReady").get("reason") == "AwaitingTransport",
+            wake=lambda: fake.changed,
         )
         run = fake.get(RUNS, "demo", "r1")
         assert run is not None
         assert FINALIZER in run["metadata"]["finalizers"]
         assert "r1-producer-transport" in condition(fake, "TransportReady")["message"]
-        await eventually(lambda: topologies.lookup("demo", "r1") is not None)  # hub can route
+        # The hub can route already (set once the reconcile that wrote the condition returns).
+        await eventually(lambda: topologies.lookup("demo", "r1") is not None)
 
         fake.conflicts = 2  # the next two writes conflict: the controller re-reads and retries
         for step in ("producer", "enricher", "consumer"):
             fake.put(BINDINGS, binding(step))
-        await eventually(lambda: condition(fake, "TransportReady").get("status") == "True")
+        await eventually(
+            lambda: condition(fake, "TransportReady").get("status") == "True",
+            wake=lambda: fake.changed,
+        )
         assert condition(fake, "Ready")["reason"] == "TransportReady"
-        for step in ("producer", "enricher", "consumer"):
-            stored = fake.get(BINDINGS, "demo", f"r1-{step}-transport")
-            assert stored is not None
-            assert stored["status"]["endpoint"] == HUB
-            assert stored["status"]["conditions"][0]["status"] == "True"
-        await eventually(lambda: any(e["reason"] == "TransportReady" for e in fake.events))
+        steps = ("producer", "enricher", "consumer")
+        # Binding statuses are written after the StoryRun's conditions, in the same reconcile.
+        await eventually(
+            lambda: all(binding_status(fake, s) for s in steps), wake=lambda: fake.changed
+        )
+        for step in steps:
+            status = binding_status(fake, step)
+            assert status["endpoint"] == HUB
+            assert status["conditions"][0]["status"] == "True"
+        await eventually(
+            lambda: any(e["reason"] == "TransportReady" for e in fake.events),
+            wake=lambda: fake.changed,
+        )
 
-        # Unchanged input: more reconciles happen (binding watch events, requeues), no writes.
-        writes = [
-            r for r in fake.requests if r[0] in {"PATCH", "PUT", "POST"} and "leases" not in r[1]
-        ]
+        # Unchanged input: a reconcile that runs after the state settled writes nothing. It is
+        # proven to have run by the reconcile counter and the queue having nothing left.
+        await eventually(lambda: idle(controller))
+        written = writes(fake)
+        before = reconciled(registry)
         controller.queue.add("demo/r1")
-        await trio.sleep(1.0)
-        after = [
-            r for r in fake.requests if r[0] in {"PATCH", "PUT", "POST"} and "leases" not in r[1]
-        ]
-        assert after == writes
+        await eventually(lambda: reconciled(registry) > before and idle(controller))
+        assert writes(fake) == written
 
         deleting = fake.get(RUNS, "demo", "r1")
         assert deleting is not None
         deleting["metadata"]["deletionTimestamp"] = "2026-11-24T03:00:00Z"
         fake.put(RUNS, deleting)
         await eventually(
-            lambda: (
-                FINALIZER
-                not in (fake.get(RUNS, "demo", "r1") or {})
-                .get("metadata", {})
-                .get("finalizers", [FINALIZER])
-            )
+            lambda: condition(fake, "TransportReady").get("reason") == "TransportCleaned",
+            wake=lambda: fake.changed,
         )
-        assert condition(fake, "TransportReady")["reason"] == "TransportCleaned"
+        cleaned = fake.get(RUNS, "demo", "r1")
+        assert cleaned is not None
+        assert FINALIZER not in cleaned["metadata"].get("finalizers", [])
         await eventually(lambda: topologies.lookup("demo", "r1") is None)
         nursery.cancel_scope.cancel()

@@ -13,6 +13,7 @@ from kubefake import FakeKube, serve_fake_kube
 from procs import open_cluster
 
 LEASE = "coordination.k8s.io/v1/leases"
+STORYRUNS = "/apis/runs.bubustack.io/v1alpha1/storyruns"
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -48,12 +49,12 @@ async def test_manager_serves_health_leads_and_releases_on_sigterm(tmp_path: Pat
             health = manager.find("ready")["health"]  # type: ignore[index]
             status, _ = await trio.to_thread.run_sync(fetch, f"http://{health}/healthz")
             assert status == 200
+            # The reconciler starts listing StoryRuns only once this replica leads, after it
+            # has set its leader gauge: that request proves leadership was taken.
             with trio.fail_after(15):
-                while True:
-                    _, text = await trio.to_thread.run_sync(fetch, f"http://{health}/metrics")
-                    if "bobravoz_controller_leader 1.0" in text:
-                        break
-                    await trio.sleep(0.1)
+                await fake.wait_for_request("GET", STORYRUNS)
+            _, text = await trio.to_thread.run_sync(fetch, f"http://{health}/metrics")
+            assert "bobravoz_controller_leader 1.0" in text
             lease = fake.get(LEASE, "bobravoz-system", "bobravoz-transport-controller")
             assert lease is not None
             assert lease["spec"]["holderIdentity"] == "replica-1"

@@ -103,7 +103,8 @@ async def test_only_one_replica_leads_and_leadership_moves_on_release() -> None:
             await first.wait_leading()
         async with trio.open_nursery() as inner:
             inner.start_soon(second.run)
-            await trio.sleep(0.5)
+            # The second replica has campaigned (read the Lease held by "a") and stood back.
+            await eventually(lambda: second.rounds >= 1)
             assert first.leading
             assert not second.leading
             lease = fake.get("coordination.k8s.io/v1/leases", "bobravoz-system", "bobravoz")

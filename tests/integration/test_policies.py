@@ -9,18 +9,21 @@ from procs import metric, open_cluster, wait_for_metric
 
 pytestmark = pytest.mark.integration
 
-LOSSY = """
-metadata: {name: lossy, namespace: default}
+#: The buffer the Story declares in front of the sink: at most this many packets, and the
+#: oldest are dropped to make room.
+MAX_MESSAGES = 50
+LOSSY = f"""
+metadata: {{name: lossy, namespace: default}}
 spec:
   pattern: realtime
   transports:
     - name: t
       transportRef: bobravoz-grpc
       streaming:
-        backpressure: {buffer: {maxMessages: 50, dropPolicy: drop_oldest}}
+        backpressure: {{buffer: {{maxMessages: {MAX_MESSAGES}, dropPolicy: drop_oldest}}}}
   steps:
-    - {name: source, ref: {name: source}, transport: t}
-    - {name: sink, ref: {name: sink}, needs: [source], transport: t}
+    - {{name: source, ref: {{name: source}}, transport: t}}
+    - {{name: sink, ref: {{name: sink}}, needs: [source], transport: t}}
 """
 
 
@@ -30,17 +33,33 @@ async def test_drop_oldest_keeps_the_newest_and_counts_the_rest(tmp_path: Path) 
         hub = await cluster.hub(tmp_path / "story.yaml")
         connector = await cluster.connector(hub, "source")
         source = await cluster.engram(connector, "source", "source", {"count": 150, "rate": 5000})
-        await source.wait_for("summary", 30)
+        sent = await source.wait_for("summary", 30)
+        # No sink is connected: the buffer fills to its declared capacity, and every packet
+        # beyond it pushes out the oldest one, counted as a drop_oldest drop.
+        assert sent["emitted"] > MAX_MESSAGES
         address = hub.find("ready")["metrics"]
         samples = await wait_for_metric(
-            address, "bobravoz_packets_dropped_total", 101, reason="drop_oldest"
-        )  # 150 packets + the end-of-stream marker, 50 kept
-        assert metric(samples, "bobravoz_buffer_depth", binding="default/run-1/sink") == 50
+            address,
+            "bobravoz_packets_dropped_total",
+            sent["emitted"] - MAX_MESSAGES,
+            reason="drop_oldest",
+        )
+        assert metric(samples, "bobravoz_buffer_depth", binding="default/run-1/sink") == (
+            MAX_MESSAGES
+        )
+        assert metric(samples, "bobravoz_packets_dropped_total") == sent["emitted"] - MAX_MESSAGES
+        assert metric(samples, "bobravoz_packets_lost_total") == 0
         late = await cluster.connector(hub, "sink")
-        sink = await cluster.engram(late, "sink", "sink", {"idle_timeout": 3})
+        sink = await cluster.engram(late, "sink", "sink", {})
         summary = await sink.wait_for("summary", 30)
-        assert summary["received"] == 49  # the 50 newest, minus the end-of-stream marker
-        assert summary["out_of_order"] == 1  # the first one kept follows the dropped gap
+        # The sink gets exactly what the buffer kept: the newest MAX_MESSAGES packets, in order,
+        # the source's end marker last.
+        assert summary["eos"] == 1
+        assert summary["received"] + summary["eos"] == MAX_MESSAGES
+        assert summary["sequences"] == {
+            "source": [sent["sent"] - summary["received"] + 1, sent["sent"]]
+        }
+        assert summary["out_of_order"] == 1  # only the first one kept: it follows the dropped gap
 
 
 async def test_idle_streams_receive_hub_heartbeats(tmp_path: Path) -> None:

@@ -164,6 +164,12 @@ class Hub:
         binding = self._bindings.get(key)
         if binding is not None:
             return binding
+        if self.topologies.lookup(namespace, storyrun) is not routes:
+            raise HandshakeError(
+                StatusCode.NOT_FOUND,
+                "unknown_storyrun",
+                f"StoryRun {namespace}/{storyrun} was removed or re-routed",
+            )
         if len(self._bindings) >= self.settings.max_bindings:
             raise HandshakeError(
                 StatusCode.RESOURCE_EXHAUSTED,
@@ -189,6 +195,10 @@ class Hub:
         if binding.released:
             return
         binding.released = True
+        key = (binding.namespace, binding.storyrun, binding.step)
+        if self._bindings.get(key) is binding:
+            # A later stream for the same step gets a fresh binding; this one winds down.
+            del self._bindings[key]
         if binding.sessions:
             code = StatusCode.NOT_FOUND if reason == LOST_REMOVED else StatusCode.UNAVAILABLE
             for session in tuple(binding.sessions):
@@ -204,9 +214,9 @@ class Hub:
             log.warning(
                 "binding %s released (%s) with %d packets undelivered", binding.key, reason, lost
             )
-        self._bindings.pop((binding.namespace, binding.storyrun, binding.step), None)
         binding.refresh_written()
-        self.metrics.release(binding.key)
+        if (binding.namespace, binding.storyrun, binding.step) not in self._bindings:
+            self.metrics.release(binding.key)
 
     # -- admission --------------------------------------------------------------------------
 
@@ -398,6 +408,10 @@ class Hub:
                 return
             routes = self.topologies.lookup(binding.namespace, binding.storyrun)
             targets = routes.targets(binding.step) if routes is not None else ()
+            if routes is None or binding.released:
+                # The StoryRun went away: what its stream still sends can go nowhere.
+                binding.counters.lost[LOST_REMOVED] += len(batch)
+                continue
             routed = 0
             partial = binding.partial
             try:
@@ -462,8 +476,9 @@ class Hub:
                 continue
             try:
                 target = self._binding(source.namespace, source.storyrun, step, routes)
-            except HandshakeError:
-                source.counters.lost[LOST_BUDGET] += 1
+            except HandshakeError as refusal:
+                reason = LOST_BUDGET if refusal.reason == "max_bindings" else LOST_REMOVED
+                source.counters.lost[reason] += 1
                 done = done | {step}
                 source.partial = (raw, done)
                 continue

@@ -123,10 +123,9 @@ class _Pipe(Generic[T]):
     def take(self, max_items: int) -> list[T]:
         """Remove and return up to ``max_items`` items, waking producers waiting for room."""
         count = min(max_items, len(self.items))
-        was_full = len(self.items) >= self.capacity
         taken = [self.items.popleft() for _ in range(count)]
-        if was_full and count:
-            self.wake()
+        if count:
+            self.wake()  # a sender may wait for room for a whole batch, not just one item
         return taken
 
     async def trio_wait(self) -> None:
@@ -164,13 +163,12 @@ def _take_coalesced(pipe: _Pipe[Any]) -> list[Any]:
         return taken
     size = 0
     items = pipe.items
-    was_full = len(items) >= pipe.capacity
     while items and (not taken or size < _COALESCE_BYTES):
         message = items.popleft()
         size += len(message) if isinstance(message, bytes) else 64
         taken.append(message)
-    if was_full and taken:
-        pipe.wake()
+    if taken:
+        pipe.wake()  # a sender may wait for room for a whole batch, not just one item
     return taken
 
 
@@ -468,14 +466,21 @@ async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> 
         raise
     except Exception as error:  # noqa: BLE001 - surfaces on the trio side
         status = _status_from_trailers(stream) if trailers else None
-        inbound.close(status or _translate(error))
+        if status is StatusCode.OK:
+            inbound.close()  # the server finished with OK before we half-closed: a clean end
+        elif isinstance(status, RemoteStatusError):
+            inbound.close(status)
+        else:
+            inbound.close(_translate(error))
 
 
-def _status_from_trailers(stream: Any) -> RemoteStatusError | None:
-    """The status in trailers that arrived before a reset.
+def _status_from_trailers(stream: Any) -> RemoteStatusError | StatusCode | None:
+    """The status in trailers that arrived before a reset or a protocol complaint
+    (``StatusCode.OK`` for a clean finish, None without trailers).
 
     A server that ends a call while the client still sends follows its trailers with
-    RST_STREAM(NO_ERROR); grpclib then reports the reset and the status would be lost.
+    RST_STREAM(NO_ERROR); grpclib then reports the reset (or that our side was not ended)
+    and the status would be lost.
     """
     trailers = getattr(stream._stream, "trailers", None)  # noqa: SLF001
     if not trailers:
@@ -486,7 +491,7 @@ def _status_from_trailers(stream: Any) -> RemoteStatusError | None:
     except ValueError:
         return None
     if code is StatusCode.OK:
-        return None
+        return code
     return RemoteStatusError(code, urllib.parse.unquote(values.get("grpc-message", "")))
 
 

@@ -92,9 +92,10 @@ async def channel_to_stream(
                 lease = waited
             with lease:
                 items = lease.items
+                count = len(items)
                 await stream.send_batch([encode(item) for item in items] if encode else items)
                 lease.commit()
-                ledger.handed += len(items)
+                ledger.handed += count
             if after_batch is not None:
                 after_batch()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -125,11 +126,20 @@ class ResumePoint:
     """Where :func:`stream_to_channel` stopped: the message it was waiting to hand on and its
     transformed item, so a resumed pump does not transform (and count) it twice."""
 
-    __slots__ = ("item", "message")
+    __slots__ = ("item", "message", "waiting")
 
     def __init__(self) -> None:
         self.message: Any = None
         self.item: bytes | None = None
+        self.waiting = False
+
+    def wait_for(self, message: Any, item: bytes) -> None:
+        """Remember ``message`` (put back at the front if the wait is cancelled)."""
+        self.message, self.item, self.waiting = message, item, True
+
+    def clear(self) -> None:
+        """Nothing is waiting any more."""
+        self.message, self.item, self.waiting = None, None, False
 
 
 async def stream_to_channel(
@@ -154,11 +164,10 @@ async def stream_to_channel(
         done = 0
         try:
             for message in batch:
-                if message is point.message:
-                    item = point.item
+                if done == 0 and point.waiting and message is point.message:
+                    item = point.item  # the message this pump was waiting to hand on
                 else:
                     item = transform(message)
-                    point.message, point.item = message, item
                 if item is not None:
                     size = len(item)
                     while True:
@@ -166,9 +175,10 @@ async def stream_to_channel(
                             channel.send_nowait(item, size)
                             break
                         except trio.WouldBlock:
+                            point.wait_for(message, item)
                             await channel.wait_room(size)
+                    point.clear()
                 done += 1
-            point.message = point.item = None
         finally:
             if done < len(batch):
                 stream.unreceive(batch[done:])

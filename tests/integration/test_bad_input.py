@@ -9,11 +9,11 @@ import pytest
 import trio
 from procs import CLI, Proc, metric, open_cluster, scrape, wait_for_metric
 
+from bobravoz.protocol.constants import PROCESS_METHOD
 from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataPacket, ProcessRequest
 from bobravoz.runtime.endpoints import parse_endpoint
 from bobravoz.runtime.grpc_bridge import open_grpc_channel, open_grpc_loop
 from bobravoz.runtime.handshake import BindingIdentity
-from bobravoz.protocol.constants import PROCESS_METHOD
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 
 pytestmark = pytest.mark.integration

@@ -50,12 +50,15 @@ class StreamSession:
         return self.ledger.in_bridge()
 
     def end(self, reason: str, code: StatusCode, message: str) -> None:
-        """Mark the session ended by the hub (superseded, removed, expired, shutdown) and stop
-        its stream writing at once; its backlog is withdrawn when the session closes."""
+        """Mark the session ended by the hub (superseded, removed, expired, shutdown): its
+        stream writes nothing more at once (its backlog is withdrawn when the session closes)
+        and reads nothing more (what it already received is still routed, in order, before a
+        successor starts), so a peer that stopped reading cannot hold the cutover up."""
         if self.end_reason is None:
             self.end_reason = reason
             self.end_status = (code, message)
         self.stream.halt()
+        self.stream.stop_receiving()
         self.stream.finish(code, message)
 
 

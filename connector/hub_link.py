@@ -85,11 +85,12 @@ class HubLink:
         )
         metrics.depth_probes[f"{config.identity.key}:inbox"] = self._depth(self.inbox, None)
 
-    @staticmethod
     def _depth(
-        channel: BoundedChannel[bytes], ledger: Callable[[], StreamLedger | None] | None
+        self, channel: BoundedChannel[bytes], ledger: Callable[[], StreamLedger | None] | None
     ) -> DepthProbe:
         def probe() -> tuple[int, int, int]:
+            if ledger is not None:
+                self._refresh_written()
             stats = channel.statistics()
             live = ledger() if ledger is not None else None
             moving = stats.in_flight + (live.in_bridge() if live is not None else 0)
@@ -142,12 +143,17 @@ class HubLink:
         limit = self.config.max_reconnects
         while True:
             try:
-                async with (
-                    open_grpc_channel(self.config.hub) as channel,
-                    channel.open_stream(PROCESS_METHOD, self.config.identity.headers()) as stream,
-                ):
-                    failures, backoff = 0, self.config.reconnect_base
-                    await self._connected(stream)
+                try:
+                    async with (
+                        open_grpc_channel(self.config.hub) as channel,
+                        channel.open_stream(
+                            PROCESS_METHOD, self.config.identity.headers()
+                        ) as stream,
+                    ):
+                        failures, backoff = 0, self.config.reconnect_base
+                        await self._connected(stream)
+                finally:
+                    self._settle_up()  # the call is over: its ledger is final
                 reason = "hub_disconnected"
             except RemoteStatusError as refusal:
                 if refusal.code in FATAL_CODES:
@@ -189,30 +195,41 @@ class HubLink:
             self._publish(LinkEvent("draining", reason))
 
     async def _pump_up(self, stream: ClientStream) -> None:
-        """Outbox to hub through leases; when the link ends, the unwritten backlog returns to
-        the front of the outbox (the next link sends it) and only what was taken for a write
-        that never completed is counted lost (``link_broken``)."""
+        """Outbox to hub through leases (settled by :meth:`_settle_up` when the call ends)."""
         ledger = self._up_ledger = StreamLedger(stream)
-        counters = self.counters
+        await channel_to_stream(
+            self.outbox,
+            stream,
+            ledger,
+            encode=wrap_process_message,
+            after_batch=self._refresh_written,
+        )
 
-        def written() -> None:
-            counters.packets_out = self._written_before + stream.written
-            counters.bytes_out = self._written_bytes_before + stream.written_bytes
+    def _refresh_written(self) -> None:
+        """Copy the written counts (finished links plus the live one) into the counters."""
+        ledger = self._up_ledger
+        written, written_bytes = self._written_before, self._written_bytes_before
+        if ledger is not None:
+            written += ledger.stream.written
+            written_bytes += ledger.stream.written_bytes
+        self.counters.packets_out = written
+        self.counters.bytes_out = written_bytes
 
-        try:
-            await channel_to_stream(
-                self.outbox, stream, ledger, encode=wrap_process_message, after_batch=written
-            )
-        finally:
-            self._up_ledger = None
-            unwritten = settle_stream(
-                self.outbox, ledger, decode=lambda message: split_process_message(message)[0]
-            )
-            if unwritten:
-                counters.lost["link_broken"] += unwritten
-            self._written_before += stream.written
-            self._written_bytes_before += stream.written_bytes
-            written()
+    def _settle_up(self) -> None:
+        """The upstream call is over: its unwritten backlog returns to the front of the
+        outbox (the next link sends it first) and only what was taken for a write that never
+        completed is counted lost (``link_broken``)."""
+        ledger, self._up_ledger = self._up_ledger, None
+        if ledger is None:
+            return
+        settle_stream(self.outbox, ledger, decode=lambda message: split_process_message(message)[0])
+        unwritten = ledger.unwritten()
+        if unwritten:
+            self.counters.lost["link_broken"] += unwritten
+            log.warning("%d packets taken for the hub were never written", unwritten)
+        self._written_before += ledger.stream.written
+        self._written_bytes_before += ledger.stream.written_bytes
+        self._refresh_written()
 
     async def _pump_down(self, stream: ClientStream) -> None:
         """Hub to inbox (see :meth:`deliver_from`)."""
@@ -253,4 +270,4 @@ class HubLink:
         finally:
             leftover = stream.withdraw_inbound()
             if leftover:
-                counters.lost["link_closed"] += leftover
+                counters.lost["link_closed"] += len(leftover)

@@ -33,6 +33,7 @@ from bobravoz.protocol.gen.transport.v1 import (
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
 from bobravoz.runtime.channel import BoundedChannel
+from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.grpc_bridge import ServerStream
 from bobravoz.runtime.handshake import HandshakeError, check_handshake, check_protocol
 from bobravoz.runtime.metrics import TransportMetrics
@@ -121,7 +122,10 @@ class ConnectorService:
         self._data_done.set()
         self._controls: set[ServerStream] = set()
         self._live: set[ServerStream] = set()
-        self._inbox_ledger: StreamLedger | None = None
+        #: Ledgers of Data streams that may still write (read live for in-flight counts).
+        self._writing: set[StreamLedger] = set()
+        #: Ledgers of settled Data streams, counted once their stream is over on the wire.
+        self._settled: dict[ServerStream, StreamLedger] = {}
         #: Control events (errors, link changes) that could not be queued to an engram.
         self.control_events_dropped = 0
         #: Codecs seen from the engram, for the binding status (None: not reporting).
@@ -135,8 +139,7 @@ class ConnectorService:
 
         def inbox_probe() -> tuple[int, int, int]:
             stats = inbox.statistics()
-            ledger = self._inbox_ledger
-            moving = stats.in_flight + (ledger.in_bridge() if ledger is not None else 0)
+            moving = stats.in_flight + sum(ledger.in_bridge() for ledger in self._writing)
             return stats.depth, stats.depth_bytes, moving
 
         metrics.depth_probes[inbox_key] = inbox_probe
@@ -197,7 +200,8 @@ class ConnectorService:
         try:
             await actor(*args)
         except Exception as error:
-            status, message = StatusCode.INTERNAL, f"connector actor failed: {type(error).__name__}"
+            cause = type(lone_exception(error)).__name__
+            status, message = StatusCode.INTERNAL, f"connector actor failed: {cause}"
             raise
         except BaseException:
             status, message = StatusCode.UNAVAILABLE, "the connector is stopping"
@@ -205,6 +209,33 @@ class ConnectorService:
         finally:
             self._live.discard(stream)
             stream.finish(status, message or None)
+            ledger = self._settled.pop(stream, None)
+            if ledger is not None:
+                if stream.done.is_set():
+                    self._count_unwritten(ledger)
+                else:
+                    # A write under way at the halt may still complete: count once it is over.
+                    self._supervisor.start_child(
+                        f"finalize#{next(self._numbers)}",
+                        self._count_when_done,
+                        ledger,
+                        restart=Restart.TEMPORARY,
+                    )
+
+    async def _count_when_done(self, ledger: StreamLedger) -> None:
+        stream = ledger.stream
+        assert isinstance(stream, ServerStream)
+        try:
+            await stream.wait_done()
+        finally:
+            self._count_unwritten(ledger)
+
+    def _count_unwritten(self, ledger: StreamLedger) -> None:
+        self._writing.discard(ledger)
+        unwritten = ledger.unwritten()
+        if unwritten:
+            self.link.counters.lost["engram_stream_broken"] += unwritten
+            log.warning("%d packets for the engram were never written", unwritten)
 
     def broadcast_error(self, code: StatusCode, message: str, details: Mapping[str, str]) -> None:
         """Queue an ``ERROR`` on every open Control stream (best effort, never blocks); one
@@ -261,20 +292,18 @@ class ConnectorService:
         finally:
             leftover = stream.withdraw_inbound()
             if leftover:
-                counters.lost["engram_stream_closed"] += leftover
+                counters.lost["engram_stream_closed"] += len(leftover)
 
     async def _deliver_to_engram(self, stream: ServerStream) -> None:
         """Inbox to the engram through leases; when the Data stream ends, its unwritten
         backlog returns to the front of the inbox for the engram's next Data stream."""
-        ledger = self._inbox_ledger = StreamLedger(stream)
+        ledger = StreamLedger(stream)
+        self._writing.add(ledger)
         try:
             await channel_to_stream(self.link.inbox, stream, ledger)
         finally:
-            if self._inbox_ledger is ledger:
-                self._inbox_ledger = None
-            unwritten = settle_stream(self.link.inbox, ledger)
-            if unwritten:
-                self.link.counters.lost["engram_stream_broken"] += unwritten
+            settle_stream(self.link.inbox, ledger)
+            self._settled[stream] = ledger  # unwritten is counted when the stream is over
 
     async def _serve_peer(self, stream: ServerStream, peer: str) -> None:
         """Peer-to-peer: an upstream step's connector sends its packets straight here (the

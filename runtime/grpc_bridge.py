@@ -269,15 +269,15 @@ class _StreamEnds:
         pipe.stopped = True
         pipe.close(pipe.error)
 
-    def withdraw_inbound(self) -> int:
-        """Discard every received message not yet taken; return how many (the caller counts
-        them: a stream that ends with unrouted input loses it)."""
+    def withdraw_inbound(self) -> list[Any]:
+        """Take every received message not yet taken (the caller keeps or counts them: a
+        stream that ends with unhandled input must not lose it silently)."""
         items = self._inbound.items
-        count = len(items)
+        taken = list(items)
         items.clear()
-        if count:
+        if taken:
             self._inbound.wake()
-        return count
+        return taken
 
     def _check_sendable(self) -> None:
         pipe = self._outbound

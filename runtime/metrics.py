@@ -97,6 +97,15 @@ class TransportMetrics(Collector):
             counters = self.bindings[key] = BindingCounters()
         return counters
 
+    def counters_for(self, key: str, counters: BindingCounters) -> BindingCounters:
+        """Where a late count for binding ``key`` goes: its ``counters`` while they are
+        reported, the live series of that key, or else the ``(released)`` series."""
+        current = self.bindings.get(key)
+        if current is not None:
+            return current
+        del counters  # released: its counts were folded already
+        return self.binding(RELEASED)
+
     def failure_hook(self, kind: str) -> Callable[[str, BaseException], None]:
         """A supervisor ``on_failure`` hook counting failures of actors of ``kind``."""
 

@@ -51,17 +51,27 @@ class InboundStream(Protocol):
 
 @final
 class StreamLedger:
-    """What one pump handed to one stream: ``handed = written + withdrawn + unwritten``."""
+    """What one pump handed to one stream: ``handed = written + withdrawn + unwritten``.
 
-    __slots__ = ("handed", "stream")
+    ``unwritten`` is final only once the stream is over on the wire (a write that was under
+    way when the stream was halted may still complete): count it then.
+    """
+
+    __slots__ = ("handed", "stream", "withdrawn")
 
     def __init__(self, stream: OutboundStream) -> None:
         self.stream = stream
         self.handed = 0
+        self.withdrawn = 0
 
     def in_bridge(self) -> int:
-        """Packets handed to the stream and not written yet."""
-        return max(0, self.handed - self.stream.written)
+        """Packets handed to the stream and neither written nor withdrawn (yet)."""
+        return max(0, self.handed - self.stream.written - self.withdrawn)
+
+    def unwritten(self) -> int:
+        """Packets handed and never written nor withdrawn: lost with the stream once it is
+        over on the wire (before that, :meth:`in_bridge`)."""
+        return self.in_bridge()
 
 
 async def channel_to_stream(
@@ -108,17 +118,18 @@ def settle_stream(
     *,
     decode: Callable[[Any], bytes | None] | None = None,
 ) -> int:
-    """The stream is over: put its unwritten backlog back at the front of ``channel`` (in
-    order; ``decode`` maps a queued message back to the channel's item, None to skip it) and
-    return how many handed packets were neither written nor given back (lost with it)."""
+    """The stream is done sending: halt it and put its unwritten backlog back at the front of
+    ``channel`` (in order; ``decode`` maps a queued message back to the channel's item, None
+    to skip it). Returns how many went back; :meth:`StreamLedger.unwritten` says, once the
+    stream is over on the wire, how many were lost with it."""
     backlog: list[tuple[bytes, int]] = []
     for message in ledger.stream.withdraw():
         item = decode(message) if decode is not None else message
         if item is not None:
             backlog.append((item, len(item)))
     channel.requeue(backlog)
-    unwritten = ledger.handed - ledger.stream.written - len(backlog)
-    return max(0, unwritten)
+    ledger.withdrawn += len(backlog)
+    return len(backlog)
 
 
 @final

@@ -284,10 +284,19 @@ async def _pump_out(data: ClientStream, session: _Session) -> None:
 
 
 def _settle_data(data: ClientStream, session: _Session) -> None:
-    """The Data stream is over: its unwritten backlog goes back in front of ``unsent``."""
+    """The Data stream is over: its unwritten backlog goes back in front of ``unsent``, and
+    what it received that the handler has not taken yet joins ``received`` (in order)."""
     marker = data.uncounted
     backlog = [message for message in data.withdraw() if message is not marker]
     session.unsent.extendleft(reversed(backlog))
+    for raw in data.withdraw_inbound():
+        try:
+            packet = decode_packet(raw)
+        except ValueError as error:
+            log.warning("dropping undecodable packet: %s", error)
+            continue
+        if not packet.is_heartbeat:
+            session.received.append(packet)
 
 
 async def _run_pumps(data: ClientStream, control: ClientStream, session: _Session) -> None:

@@ -101,9 +101,12 @@ class StepBinding:
             stream_id=self.key,
         )
         self._sequence = itertools.count(1)
-        #: Written by closed sessions (the live session's count is read from its stream).
+        #: Written by sessions whose streams are over on the wire.
         self.written_before = 0
         self.written_bytes_before = 0
+        #: Sessions whose streams may still write (the live one, and closed ones whose last
+        #: write is still under way); their counts are read live.
+        self.writing: set[StreamSession] = set()
         #: An ingest batch's first packet that was routed to some targets before the actor
         #: stopped: (the raw message, the targets done). A restarted actor skips those.
         self.partial: tuple[bytes, frozenset[str]] | None = None
@@ -116,9 +119,8 @@ class StepBinding:
         self.counters.count_drop(reason)
 
     def in_flight(self) -> int:
-        """Packets leased from the buffer or handed to the live stream and not yet written."""
-        session = self.current
-        return self.channel.in_flight + (session.in_bridge() if session is not None else 0)
+        """Packets leased from the buffer or handed to a stream and not yet written."""
+        return self.channel.in_flight + sum(session.in_bridge() for session in self.writing)
 
     def probe(self) -> tuple[int, int, int]:
         """(depth, depth in bytes, in flight): what ``/metrics`` reads (the written counts are
@@ -128,32 +130,37 @@ class StepBinding:
         return stats.depth, stats.depth_bytes, self.in_flight()
 
     def refresh_written(self) -> None:
-        """Copy the live stream's written count into the counters."""
-        session = self.current
+        """Copy the streams' written counts into the counters."""
         written = self.written_before
         written_bytes = self.written_bytes_before
-        if session is not None:
+        for session in self.writing:
             written += session.stream.written
             written_bytes += session.stream.written_bytes
         self.counters.packets_out = written
         self.counters.bytes_out = written_bytes
 
-    def settle_session(self, session: StreamSession, lost_reason: str) -> int:
-        """Close ``session``'s ledger: requeue its withdrawn backlog at the front of the buffer
-        and count what was taken for writing but never written; return that count."""
-        stream = session.stream
+    def settle_session(self, session: StreamSession) -> int:
+        """``session`` is over: halt its stream and requeue its unwritten backlog at the front
+        of the buffer (heartbeats skipped); return how many went back."""
 
         def unwrap(message: bytes) -> bytes | None:
             if message is session.heartbeat:
                 return None
             return split_process_message(message)[0]
 
-        unwritten = settle_stream(self.channel, session.ledger, decode=unwrap)
-        if unwritten:
-            self.counters.lost[lost_reason] += unwritten
-        self.written_before += stream.written
-        self.written_bytes_before += stream.written_bytes
+        requeued = settle_stream(self.channel, session.ledger, decode=unwrap)
         if self.current is session:
             self.current = None
+        return requeued
+
+    def finalize_session(self, session: StreamSession) -> int:
+        """``session``'s stream is over on the wire: fold its written counts and return how
+        many packets handed to it were never written (lost with it)."""
+        if session not in self.writing:
+            return 0
+        self.writing.discard(session)
+        stream = session.stream
+        self.written_before += stream.written
+        self.written_bytes_before += stream.written_bytes
         self.refresh_written()
-        return unwritten
+        return session.ledger.unwritten()

@@ -256,6 +256,7 @@ class Hub:
             )
         binding.current = session
         binding.sessions.add(session)
+        binding.writing.add(session)
         binding.last_active = trio.current_time()
         self._live.add(stream)
         self._supervisor.start_child(
@@ -356,17 +357,11 @@ class Hub:
         """Synchronous, so cancellation cannot interrupt it: settle the ledger, finish the
         stream, release admission, wake the successor."""
         stream = session.stream
-        unwritten = binding.settle_session(session, lost_reason)
-        if unwritten:
-            log.warning(
-                "%d packets handed to %s's stream were never written (%s)",
-                unwritten,
-                binding.key,
-                lost_reason,
-            )
+        reason = session.end_reason or lost_reason
+        binding.settle_session(session)
         leftover = stream.withdraw_inbound()
         if leftover:
-            binding.counters.lost[session.end_reason or lost_reason] += leftover
+            binding.counters.lost[reason] += len(leftover)
         code, message = session.end_status or status
         stream.finish(code, message or None)
         self._live.discard(stream)
@@ -374,8 +369,41 @@ class Hub:
         binding.sessions.discard(session)
         binding.last_active = trio.current_time()
         session.done.set()
+        if stream.done.is_set():
+            self._finalize(binding, session, reason)
+        else:
+            # A write under way when the stream was halted may still complete: count what was
+            # never written once the stream is over on the wire (or the hub stops).
+            self._supervisor.start_child(
+                f"finalize:{session.name}",
+                self._finalize_when_done,
+                binding,
+                session,
+                reason,
+                restart=Restart.TEMPORARY,
+            )
         if binding.released and not binding.sessions:
-            self._forget(binding, session.end_reason or lost_reason)
+            self._forget(binding, reason)
+
+    async def _finalize_when_done(
+        self, binding: StepBinding, session: StreamSession, reason: str
+    ) -> None:
+        try:
+            await session.stream.wait_done()
+        finally:
+            self._finalize(binding, session, reason)
+
+    def _finalize(self, binding: StepBinding, session: StreamSession, reason: str) -> None:
+        unwritten = binding.finalize_session(session)
+        if unwritten:
+            counters = self.metrics.counters_for(binding.key, binding.counters)
+            counters.lost[reason] += unwritten
+            log.warning(
+                "%d packets handed to %s's stream were never written (%s)",
+                unwritten,
+                binding.key,
+                reason,
+            )
 
     def _on_actor_restart(self, name: str, error: BaseException) -> None:
         self.metrics.restarts["binding"] += 1

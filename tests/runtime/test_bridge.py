@@ -402,8 +402,8 @@ async def test_withdraw_inbound_discards_what_was_not_taken() -> None:
         async with serving() as bridge, call(bridge) as (client, server):
             await client.send_batch(numbered(0, 6))
             server.unreceive(await receive_exactly(server, 6))
-            assert server.withdraw_inbound() == 6
-            assert server.withdraw_inbound() == 0
+            assert len(server.withdraw_inbound()) == 6
+            assert server.withdraw_inbound() == []
             later = numbered(6, 2)
             await client.send_batch(later)
             client.close_send()

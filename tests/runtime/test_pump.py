@@ -198,7 +198,8 @@ async def test_cancelling_channel_to_stream_mid_batch_gives_the_batch_back() -> 
     later = numbered(7, 1)[0]
     channel.send_nowait(later, len(later))
     stream.complete_write()
-    assert settle_stream(channel, ledger) == 0  # the stream is over; nothing was lost
+    settle_stream(channel, ledger)
+    assert ledger.unwritten() == 0  # the stream is over; nothing was lost
     # Written, then everything else back at the channel's front, in order.
     assert stream.wire == first[:2]
     assert drain(channel) == [*first[2:], *second, later]
@@ -206,8 +207,8 @@ async def test_cancelling_channel_to_stream_mid_batch_gives_the_batch_back() -> 
 
 @pytest.mark.parametrize("last_write", ["queued", "lost in a write"])
 async def test_ledger_counts_every_handed_packet(last_write: str) -> None:
-    """``handed == written + withdrawn + unwritten``; ``unwritten`` (settle_stream's result)
-    is what was taken for a socket write that never completed."""
+    """``handed == written + withdrawn + unwritten``; ``unwritten`` (final once the stream is
+    over) is what was taken for a socket write that never completed."""
     channel = make_channel()
     stream = FakeOutbound(capacity=100)
     ledger = StreamLedger(stream)
@@ -227,7 +228,8 @@ async def test_ledger_counts_every_handed_packet(last_write: str) -> None:
         stream.take_for_write(1)  # taken by the writer; the connection dies before it lands
     assert ledger.in_bridge() == 1
     withdrawn_before = stream.queued[:]
-    unwritten = settle_stream(channel, ledger)
+    assert settle_stream(channel, ledger) == len(withdrawn_before)
+    unwritten = ledger.unwritten()
     assert ledger.handed == stream.written + len(withdrawn_before) + unwritten
     assert unwritten == (1 if last_write == "lost in a write" else 0)
     assert drain(channel) == withdrawn_before
@@ -345,7 +347,8 @@ async def stop_a_stalled_pump(stop: str) -> Stopped:
         server.halt()
         received = await receive_all(client)  # the call is over: written is final
         depth = channel.depth
-        unwritten = settle_stream(channel, ledger)
+        settle_stream(channel, ledger)
+        unwritten = ledger.unwritten()
         withdrawn = channel.depth - depth
     assert received == sent[: len(received)]
     assert ledger.stream.written == len(received)

@@ -1,0 +1,397 @@
+"""The engram SDK's Data pumps against a real in-process gRPC server.
+
+Scope: :func:`bobravoz.sdk.engram._pump_out`, :func:`~bobravoz.sdk.engram._pump_in`,
+:func:`~bobravoz.sdk.engram._settle_data` and (for one connection's failure path)
+:func:`~bobravoz.sdk.engram._run_pumps`, with the state they share across connections
+(:class:`~bobravoz.sdk.engram._Session`: the handler's trio memory channels, ``unsent``,
+``received``). The connector is played by a tiny acceptor on ``serve_grpc`` (Data and Control
+methods) over loopback TCP (port 0) inside :func:`open_grpc_loop`; each test drives it by hand.
+
+Covered: ``_pump_out`` cancelled while the Data stream's bridge is full (flow control) sends
+nothing twice and loses nothing across a reconnect; ``_pump_in`` cancelled while the
+handler's inbox is full keeps what it received and delivers it first on the next run; packets
+still in the Data stream's bridge when the connector ends the call reach the handler after the
+reconnect; the data heartbeat (the ``uncounted`` marker) is never counted in ``written`` nor
+put back into ``unsent``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import trio
+import trio.testing
+
+from bobravoz.protocol.constants import CONTROL_METHOD, DATA_METHOD, HEARTBEAT_KEY
+from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataRequest, DataResponse
+from bobravoz.runtime.endpoints import Endpoint
+from bobravoz.runtime.groups import lone_exception
+from bobravoz.runtime.grpc_bridge import (
+    ClientStream,
+    GrpcChannel,
+    GrpcServer,
+    ServerStream,
+    open_grpc_channel,
+    open_grpc_loop,
+    serve_grpc,
+)
+from bobravoz.runtime.handshake import PROTOCOL_HEADER, PROTOCOL_VERSION
+from bobravoz.runtime.status import StatusCode
+from bobravoz.sdk.engram import (
+    EngramSettings,
+    _pump_in,
+    _pump_out,
+    _run_pumps,
+    _Session,
+    _settle_data,
+)
+from bobravoz.sdk.packet import Packet, encode_packet
+
+PROTOCOL = {PROTOCOL_HEADER: PROTOCOL_VERSION}
+#: Packet payload size: big enough that HTTP/2 flow control (4 MiB windows) stalls a writer
+#: whose peer does not read after about a thousand packets.
+PAYLOAD = 8 * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FakeConnector:
+    """The connector's side: every accepted stream arrives on ``streams``, by method."""
+
+    endpoint: Endpoint
+    channel: GrpcChannel
+    streams: dict[str, trio.MemoryReceiveChannel[ServerStream]]
+
+    @contextlib.asynccontextmanager
+    async def open(self, method: str) -> AsyncIterator[tuple[ClientStream, ServerStream]]:
+        """A call as the SDK opens it: (engram end, connector end)."""
+        async with self.channel.open_stream(method, PROTOCOL) as client:
+            yield client, await self.streams[method].receive()
+
+    def data_stream(
+        self,
+    ) -> contextlib.AbstractAsyncContextManager[tuple[ClientStream, ServerStream]]:
+        return self.open(DATA_METHOD)
+
+
+@contextlib.asynccontextmanager
+async def fake_connector() -> AsyncIterator[FakeConnector]:
+    methods = (DATA_METHOD, CONTROL_METHOD)
+    channels = {method: trio.open_memory_channel[ServerStream](math.inf) for method in methods}
+
+    def acceptor(stream: ServerStream) -> None:
+        stream.accept()
+        channels[stream.method][0].send_nowait(stream)
+
+    async with open_grpc_loop(), trio.open_nursery() as nursery:
+        server: GrpcServer = await nursery.start(
+            serve_grpc, Endpoint(host="127.0.0.1", port=0), methods, acceptor
+        )
+        async with open_grpc_channel(server.endpoint) as channel:
+            streams = {method: receiving for method, (_, receiving) in channels.items()}
+            yield FakeConnector(server.endpoint, channel, streams)
+        nursery.cancel_scope.cancel()
+
+
+def session_for(connector: FakeConnector, **settings: Any) -> _Session:
+    return _Session(EngramSettings(connector=connector.endpoint, **settings))
+
+
+def packet(index: int, size: int = PAYLOAD) -> Packet:
+    return Packet(binary=index.to_bytes(4, "big") + bytes(size), metadata={"seq": str(index)})
+
+
+def response(index: int) -> bytes:
+    """What the connector sends the engram (``DataResponse`` bytes)."""
+    return bytes(DataResponse(binary=BinaryFrame(payload=b"p"), metadata={"seq": str(index)}))
+
+
+def heartbeat_response() -> bytes:
+    return bytes(DataResponse(metadata={HEARTBEAT_KEY: "true"}))
+
+
+def seq(packet: Packet) -> int:
+    return int(packet.metadata["seq"])
+
+
+async def receive_all(stream: ServerStream | ClientStream) -> list[bytes]:
+    got: list[bytes] = []
+    while True:
+        try:
+            got.extend(await stream.receive_batch())
+        except trio.EndOfChannel:
+            return got
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Wait for an observable condition, re-checking each time everything is idle."""
+    while not predicate():
+        await trio.testing.wait_all_tasks_blocked()
+
+
+class Task:
+    """A pump in a task of its own that the test can cancel."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.returned = trio.Event()
+
+    async def run(self, pump: Callable[..., Awaitable[object]], *args: object) -> None:
+        with self.scope:
+            await pump(*args)
+            self.returned.set()
+
+
+# --------------------------------------------------------------------------------------------
+# (a) _pump_out cancelled while the bridge is full
+# --------------------------------------------------------------------------------------------
+
+
+async def test_pump_out_cancelled_with_a_full_bridge_sends_each_packet_once_after_reconnect() -> (
+    None
+):
+    emitted = [packet(index) for index in range(2500)]
+    encoded = [encode_packet(item) for item in emitted]
+    with trio.fail_after(30):
+        async with fake_connector() as connector, trio.open_nursery() as nursery:
+            session = session_for(connector, data_heartbeat=3600.0)
+
+            async def handler() -> None:
+                for item in emitted:
+                    await session.outbox_send.send(item)
+                session.outbox_send.close()
+
+            nursery.start_soon(handler)
+            async with connector.data_stream() as (data, server):
+                pump = Task()
+                nursery.start_soon(pump.run, _pump_out, data, session)
+                # The connector does not read: flow control stops the bridge's writer, the
+                # bridge's pipe fills, and _pump_out waits to queue its next batch.
+                await trio.testing.wait_all_tasks_blocked()
+                assert data.outbound_depth() > 0
+                assert session.unsent, "the pump should hold a batch it could not queue"
+                waiting = list(session.unsent)
+                pump.scope.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                assert not pump.returned.is_set()
+                assert list(session.unsent) == waiting  # cancelled: nothing taken, nothing lost
+                backlog = data.outbound_depth()
+                _settle_data(data, session)  # the stream is over for the SDK
+                assert data.outbound_depth() == 0
+                assert len(session.unsent) == backlog + len(waiting)
+                # The connector now reads what the first stream did send (the write that was
+                # in flight completes; the halted stream then half-closes).
+                first = await receive_all(server)
+            assert first == encoded[: len(first)]
+            assert data.written == len(first)
+            assert list(session.unsent) == encoded[len(first) : len(first) + len(session.unsent)]
+
+            # Reconnect: the same session's pump on a second stream, with a reading connector.
+            async with connector.data_stream() as (data, server):
+                second: list[bytes] = []
+
+                async def connector_reads() -> None:
+                    second.extend(await receive_all(server))
+
+                nursery.start_soon(connector_reads)
+                await _pump_out(data, session)  # returns once the handler's output is queued
+                assert not session.unsent
+                data.close_send()
+                await wait_until(lambda: len(first) + len(second) >= len(encoded))
+                await trio.testing.wait_all_tasks_blocked()
+            assert data.written == len(second)
+    assert first + second == encoded  # each packet exactly once, in order
+
+
+# --------------------------------------------------------------------------------------------
+# (b) _pump_in cancelled while the handler's inbox is full
+# --------------------------------------------------------------------------------------------
+
+
+async def test_pump_in_cancelled_with_a_full_inbox_keeps_what_it_received_for_the_next_run() -> (
+    None
+):
+    buffer = 4
+    first_batch = [response(index) for index in range(40)]
+    second_batch = [response(index) for index in range(40, 50)]
+    with trio.fail_after(20):
+        async with fake_connector() as connector, trio.open_nursery() as nursery:
+            session = session_for(connector, channel_buffer=buffer)
+            async with connector.data_stream() as (data, server):
+                await server.send_batch(first_batch)
+                server.finish()
+                await trio.testing.wait_all_tasks_blocked()  # all of it reached the engram
+                pump = Task()
+                nursery.start_soon(pump.run, _pump_in, data, session)
+                # The handler does not read: its inbox fills, the rest waits in `received`.
+                await wait_until(lambda: len(session.received) == len(first_batch) - buffer)
+                await trio.testing.wait_all_tasks_blocked()
+                assert session.inbox_send.statistics().current_buffer_used == buffer
+                assert not pump.returned.is_set()
+                pump.scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert pump.scope.cancelled_caught
+            # Nothing taken from the stream was dropped by the cancellation.
+            assert [seq(item) for item in session.received] == list(range(buffer, 40))
+            assert session.inbox_send.statistics().current_buffer_used == buffer
+
+            # The next connection: the handler reads again; what was received comes first.
+            handled: list[Packet] = []
+
+            async def handler() -> None:
+                async for item in session.context().packets():
+                    handled.append(item)
+
+            nursery.start_soon(handler)
+            async with connector.data_stream() as (data, server):
+                await server.send_batch([second_batch[0], heartbeat_response(), *second_batch[1:]])
+                server.finish()
+                await _pump_in(data, session)  # returns at the end of the stream
+            await wait_until(lambda: len(handled) >= 50)
+            await trio.testing.wait_all_tasks_blocked()
+            session.inbox_send.close()
+    assert [seq(item) for item in handled] == list(range(50))  # no loss, no duplicate
+    assert not any(item.is_heartbeat for item in handled)
+    assert not session.received
+
+
+async def test_packets_still_in_the_bridge_when_the_connector_ends_the_call_are_not_lost() -> None:
+    """The path ``_run_connection`` takes: the handler is slow (its inbox is full) and more
+    packets than one ``receive_batch`` arrived, so some still wait in the Data stream's bridge
+    when the connector ends the call (e.g. it is restarting). ``_pump_out`` notices at its
+    next heartbeat, ``_run_pumps`` fails, ``_settle_data`` runs and the stream is dropped.
+    The connector wrote those packets (it will not send them again), so the engram must
+    still hand every one of them to the handler, in order, after it reconnects."""
+    buffer = 4
+    first_batch = [response(index) for index in range(300)]  # more than DEFAULT_BATCH (256)
+    second_batch = [response(index) for index in range(300, 310)]
+    with trio.fail_after(20):
+        async with fake_connector() as connector, trio.open_nursery() as nursery:
+            session = session_for(
+                connector, channel_buffer=buffer, data_heartbeat=0.05, control_heartbeat=3600.0
+            )
+            failures: list[BaseException] = []
+            ended = trio.Event()
+            async with (
+                connector.open(CONTROL_METHOD) as (control, _control_end),
+                connector.data_stream() as (data, server),
+            ):
+                await server.send_batch(first_batch)
+                await trio.testing.wait_all_tasks_blocked()  # all of it reached the engram
+
+                async def pumps() -> None:
+                    try:
+                        await _run_pumps(data, control, session)
+                    except Exception as error:  # noqa: BLE001 - examined below
+                        failures.append(lone_exception(error))
+                    finally:
+                        ended.set()
+
+                nursery.start_soon(pumps)
+                await wait_until(lambda: len(session.received) > 0)
+                await trio.testing.wait_all_tasks_blocked()
+                assert session.inbox_send.statistics().current_buffer_used == buffer
+                taken = buffer + len(session.received)
+                assert taken < len(first_batch)  # the rest is still in the bridge
+                server.finish(StatusCode.UNAVAILABLE, "the connector is restarting")
+                await ended.wait()
+                _settle_data(data, session)  # as _run_connection does before dropping it
+            assert len(failures) == 1
+            assert isinstance(failures[0], trio.BrokenResourceError)
+
+            # The next connection; the handler reads again.
+            handled: list[Packet] = []
+
+            async def handler() -> None:
+                async for item in session.context().packets():
+                    handled.append(item)
+
+            nursery.start_soon(handler)
+            async with connector.data_stream() as (data, server):
+                await server.send_batch(second_batch)
+                server.finish()
+                await _pump_in(data, session)
+            await trio.testing.wait_all_tasks_blocked()
+            session.inbox_send.close()
+    got = [seq(item) for item in handled]
+    missing = sorted(set(range(310)) - set(got))
+    assert got == list(range(310)), (
+        f"{len(missing)} packets the connector wrote never reached the handler: "
+        f"{missing[:3]}...{missing[-3:]}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# (c) the data heartbeat is not counted
+# --------------------------------------------------------------------------------------------
+
+
+async def test_data_heartbeats_are_not_counted_in_written() -> None:
+    heartbeats_wanted = 3
+    emitted = [packet(index, 64) for index in range(5)]
+    encoded = [encode_packet(item) for item in emitted]
+    with trio.fail_after(20):
+        async with fake_connector() as connector, trio.open_nursery() as nursery:
+            session = session_for(connector, data_heartbeat=0.02)
+            async with connector.data_stream() as (data, server):
+                got: list[bytes] = []
+                beats = trio.Event()
+
+                def is_heartbeat(raw: bytes) -> bool:
+                    return DataRequest.parse(raw).metadata.get(HEARTBEAT_KEY) == "true"
+
+                async def connector_reads() -> None:
+                    while True:
+                        try:
+                            got.extend(await server.receive_batch())
+                        except trio.EndOfChannel:
+                            return
+                        if sum(map(is_heartbeat, got)) >= heartbeats_wanted:
+                            beats.set()
+
+                nursery.start_soon(connector_reads)
+                pump = Task()
+                nursery.start_soon(pump.run, _pump_out, data, session)
+                await beats.wait()  # idle: only heartbeats so far
+                assert data.written == 0
+                assert data.written_bytes == 0
+                for item in emitted:
+                    await session.outbox_send.send(item)
+                session.outbox_send.close()
+                await pump.returned.wait()
+                data.close_send()
+                await wait_until(lambda: len([raw for raw in got if not is_heartbeat(raw)]) == 5)
+                await trio.testing.wait_all_tasks_blocked()
+            heartbeats = [raw for raw in got if is_heartbeat(raw)]
+            assert len(heartbeats) >= heartbeats_wanted
+            assert [raw for raw in got if not is_heartbeat(raw)] == encoded
+            # Only the packets count, however many heartbeats went out.
+            assert data.written == len(encoded)
+            assert data.written_bytes == sum(map(len, encoded))
+
+
+async def test_settling_a_stream_puts_its_packets_back_but_never_the_heartbeat() -> None:
+    with trio.fail_after(20):
+        async with fake_connector() as connector:
+            session = session_for(connector)
+            older = encode_packet(packet(9, 8))
+            session.unsent.append(older)
+            first, second = encode_packet(packet(1, 8)), encode_packet(packet(2, 8))
+            heartbeat = encode_packet(Packet(metadata={HEARTBEAT_KEY: "true"}))
+            async with connector.data_stream() as (data, _server):
+                data.uncounted = heartbeat
+                # Queued and settled before the bridge's writer runs: nothing was written.
+                for message in (heartbeat, first, heartbeat, second):
+                    data.send_nowait(message)
+                _settle_data(data, session)
+                assert data.outbound_depth() == 0
+            assert data.written == 0
+    assert list(session.unsent) == [first, second, older]

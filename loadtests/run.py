@@ -151,7 +151,7 @@ def threshold_problems(
     """The thresholds of a scenario's ``[thresholds]`` that the run broke (empty: PASS).
     ``lossless`` breaks on any packet lost that no declared policy dropped."""
     problems = []
-    if limits.get("lossless", False) and result.lost > 0:
+    if limits.get("lossless", False) and (result.lost > 0 or result.loss.lost_counted > 0):
         counted = format_reasons(result.loss.lost) or "none counted by the transport"
         problems.append(
             f"lost {result.lost} packets no declared policy dropped on a lossless edge ({counted})"

@@ -25,6 +25,8 @@ from typing import Final, final
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bobravoz.runtime.channel import POLICY_REASONS
+
 #: One sample of an exposition: (sample name, labels, value).
 Sample = tuple[str, Mapping[str, str], float]
 
@@ -32,7 +34,7 @@ DROPPED_SAMPLE: Final = "bobravoz_packets_dropped_total"
 LOST_SAMPLE: Final = "bobravoz_packets_lost_total"
 REJECTED_SAMPLE: Final = "bobravoz_packets_rejected_total"
 #: The reasons a declared drop policy drops for; every other reason is loss.
-DECLARED_DROP_REASONS: Final = frozenset({"drop_oldest", "drop_newest"})
+DECLARED_DROP_REASONS: Final = POLICY_REASONS
 
 
 @final

@@ -224,10 +224,12 @@ class Summary:
 
     @property
     def exit_status(self) -> int:
-        """130 when interrupted; 1 on loss no policy declared, a failed process or reordering."""
+        """130 when interrupted; 1 on loss no policy declared (missing at the sinks, or counted
+        by the transport), a failed process or reordering."""
         if self.interrupted:
             return 130
-        return 1 if self.lost or self.failed or self.out_of_order else 0
+        lossy = self.lost or self.lost_counted
+        return 1 if lossy or self.failed or self.out_of_order else 0
 
     def render(self) -> str:
         """The closing block printed by ``bobravoz up``."""

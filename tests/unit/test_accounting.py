@@ -157,6 +157,15 @@ def test_up_loss_nobody_counted_still_fails() -> None:
     assert not [line for line in summary.render().splitlines() if "counted" in line]
 
 
+def test_up_fails_when_the_transport_counted_a_loss_the_sinks_did_not_notice() -> None:
+    # Every packet arrived (a cutover delivered a batch twice), yet the hub counted one lost:
+    # loss no policy declared is reported and fails the run even when the totals match.
+    summary = summary_from(CONTRACT_HUB, expected=100, delivered=100 - 9)
+    assert summary.lost == 0
+    assert summary.lost_counted == 5
+    assert summary.exit_status == 1
+
+
 @pytest.fixture
 def loadtest_run(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(REPO))

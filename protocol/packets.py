@@ -20,6 +20,7 @@ from bobravoz.protocol.wire import (
     iter_fields,
 )
 
+_HEARTBEAT_BYTES: Final = HEARTBEAT_KEY.encode()
 _ENVELOPE_STRINGS: Final = {1: "stream_id", 3: "partition", 4: "chunk_id"}
 _ENVELOPE_INTS: Final = {
     2: "sequence",
@@ -84,7 +85,7 @@ def read_metadata(packet: bytes, layout: PacketLayout) -> dict[str, str]:
 
 def is_heartbeat(packet: bytes, layout: PacketLayout) -> bool:
     """True when metadata ``bubu-heartbeat`` is ``true`` (case-insensitive)."""
-    if b"bubu-heartbeat" not in packet:
+    if _HEARTBEAT_BYTES not in packet:
         return False
     return read_metadata(packet, layout).get(HEARTBEAT_KEY, "").lower() == "true"
 

@@ -28,7 +28,12 @@ from typing import Any, Final, final
 
 import trio
 
-from bobravoz.protocol.constants import CONTROL_METHOD, DATA_METHOD, FATAL_CONNECTOR_CODES
+from bobravoz.protocol.constants import (
+    CONTROL_METHOD,
+    DATA_METHOD,
+    FATAL_CONNECTOR_CODES,
+    HEARTBEAT_KEY,
+)
 from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlRequest, ControlResponse
 from bobravoz.runtime.binding_envelope import BindingError, parse_binding
 from bobravoz.runtime.endpoints import Endpoint, parse_endpoint
@@ -41,7 +46,7 @@ from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.status import RemoteStatusError
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, open_supervisor
-from bobravoz.sdk.packet import HEARTBEAT_KEY, Packet, decode_packet, encode_packet
+from bobravoz.sdk.packet import Packet, decode_packet, encode_packet
 
 log = logging.getLogger(__name__)
 

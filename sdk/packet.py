@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Final, final
+from typing import Any, final
 
+from bobravoz.protocol.constants import HEARTBEAT_KEY
 from bobravoz.protocol.gen.google.protobuf import Struct
 from bobravoz.protocol.gen.transport.v1 import (
     AudioFrame,
@@ -20,8 +21,6 @@ from bobravoz.protocol.gen.transport.v1 import (
     VideoFrame,
 )
 from bobravoz.protocol.packets import EnvelopeFields
-
-HEARTBEAT_KEY: Final = "bubu-heartbeat"
 
 __all__ = ["AudioFrame", "Envelope", "Packet", "VideoFrame", "decode_packet", "encode_packet"]
 

@@ -573,19 +573,51 @@ class GrpcServer:
         self.endpoint = endpoint
 
 
-def _allow_streams(server: grpclib.server.Server, limit: int) -> None:
-    """Advertise ``limit`` concurrent streams per connection (h2's default is 100, which
+def _release_reset_streams(handler: Any) -> None:
+    """Release every stream once its handler task is done, even one cancelled before it ran.
+
+    grpclib releases a stream (forgets it and acknowledges its unread DATA, giving the
+    connection's flow-control window back) in its request handler's ``finally``; when
+    RST_STREAM arrives in the same read as HEADERS the task is cancelled before it starts, so
+    that never runs: each such stream stays registered and its bytes stay unacknowledged
+    until the connection dies (grpclib issue 217). This releases exactly once either way.
+    """
+    accept = handler.accept
+
+    def accept_releasing(stream: Any, headers: Any, release_stream: Callable[[], Any]) -> None:
+        released = False
+
+        def release_once() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                release_stream()
+
+        accept(stream, headers, release_once)
+        task = handler._tasks.get(stream)  # noqa: SLF001
+        if task is not None:
+            task.add_done_callback(lambda _task: release_once())
+
+    handler.accept = accept_releasing
+
+
+def _patch_protocols(server: grpclib.server.Server, stream_limit: int | None) -> None:
+    """Per connection: release reset streams (see :func:`_release_reset_streams`) and, with
+    ``stream_limit``, advertise that many concurrent streams (h2's default is 100, which
     would cap a hub at 100 bindings per client connection)."""
-    make_protocol = server._protocol_factory  # noqa: SLF001 - no public hook for h2 settings
+    make_protocol = server._protocol_factory  # noqa: SLF001 - no public hook for either
 
     def protocol_factory() -> Any:
         protocol = make_protocol()
+        _release_reset_streams(protocol.handler)
+        if stream_limit is None:
+            return protocol
         connection_made = protocol.connection_made
 
         def with_stream_limit(transport: Any) -> None:
             connection_made(transport)
             protocol.connection._connection.update_settings(  # noqa: SLF001
-                {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limit}
+                {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: stream_limit}
             )
             protocol.connection.flush()
 
@@ -616,8 +648,9 @@ async def serve_grpc(
     """
     incoming, accepted = trio.open_memory_channel[ServerStream](max_pending)
     server = grpclib.server.Server([_Service(methods, incoming)], codec=ForwardingCodec())
-    if max_streams_per_connection != 100:
-        _allow_streams(server, max_streams_per_connection)
+    _patch_protocols(
+        server, max_streams_per_connection if max_streams_per_connection != 100 else None
+    )
     if endpoint.unix_path is not None:
         prepare_unix_socket(endpoint.unix_path)
         await trio_asyncio.aio_as_trio(server.start)(path=endpoint.unix_path)

@@ -90,6 +90,7 @@ class StepBinding:
         #: Every stream not yet closed (an older one may still route what it received).
         self.sessions: set[StreamSession] = set()
         self.released = False
+        self.released_reason: str | None = None
         self.last_active = now
         self.retarget = Retargeter(
             layout=PacketLayout.DATA_PACKET,

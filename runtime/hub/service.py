@@ -195,6 +195,7 @@ class Hub:
         if binding.released:
             return
         binding.released = True
+        binding.released_reason = reason
         key = (binding.namespace, binding.storyrun, binding.step)
         if self._bindings.get(key) is binding:
             # A later stream for the same step gets a fresh binding; this one winds down.
@@ -519,12 +520,22 @@ class Hub:
                     channel.send_nowait(outgoing, size)
                     break
                 except trio.WouldBlock:
+                    pass
+                except trio.ClosedResourceError:
+                    self._lost_to_release(target)
+                    break
+                try:
                     await channel.wait_room(size)
                 except trio.ClosedResourceError:
-                    target.counters.lost[LOST_REMOVED] += 1
+                    # The target was released while this packet waited for room in it.
+                    self._lost_to_release(target)
                     break
             done = done | {step}
             source.partial = (raw, done)
+
+    def _lost_to_release(self, target: StepBinding) -> None:
+        counters = self.metrics.counters_for(target.key, target.counters)
+        counters.lost[target.released_reason or LOST_REMOVED] += 1
 
     async def _deliver(self, binding: StepBinding, session: StreamSession) -> None:
         """Write the step's buffer to the stream through leases; heartbeat when idle."""

@@ -8,7 +8,7 @@ LINTED := $(PACKAGES) tests loadtests examples deploy
 # Tools installed into the venv (kubectl, hadolint) are found after the system's own.
 export PATH := $(PATH):$(CURDIR)/$(BIN)
 
-.PHONY: up test lint typecheck contracts pytest deploy-check proto bench loadtest clean
+.PHONY: up test lint typecheck contracts pytest deploy-check proto bench soak loadtest clean
 SCENARIO ?= steady
 
 $(STAMP): pyproject.toml
@@ -44,6 +44,9 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m loadtests.bench
+
+soak: $(STAMP)
+	$(BIN)/python -m loadtests.soak
 
 loadtest: $(STAMP)
 	$(BIN)/python -m loadtests.run $(SCENARIO)

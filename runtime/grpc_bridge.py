@@ -31,6 +31,7 @@ import h2.settings
 import trio
 import trio_asyncio
 from grpclib.client import Channel
+from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase
 
 from bobravoz.runtime.endpoints import Endpoint, prepare_unix_socket
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 
 #: Batch size the pumps move at most per wake-up.
 DEFAULT_BATCH: Final = 256
+#: Idle seconds before a server pings a connection (grpclib's server default is 2 h; each
+#: closed connection's cancelled timer lingers in trio-asyncio's queue until it was due, so
+#: this also bounds that memory).
+KEEPALIVE_TIME: Final = 300.0
 #: Messages buffered per direction inside the bridge before the pump waits (HTTP/2 pushes back).
 DEFAULT_PIPE_CAPACITY: Final = 512
 
@@ -635,6 +640,7 @@ async def serve_grpc(
     max_streams_per_connection: int = 100,
     max_pending: int = 1024,
     on_accept_error: Callable[[ServerStream, Exception], None] | None = None,
+    keepalive_time: float = KEEPALIVE_TIME,
     task_status: trio.TaskStatus[GrpcServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the bidi ``methods`` on ``endpoint`` until cancelled.
@@ -644,10 +650,15 @@ async def serve_grpc(
     (port 0 picks a free one). ``max_streams_per_connection`` is advertised to clients as
     HTTP/2 MAX_CONCURRENT_STREAMS. An ``acceptor`` that raises refuses that stream with
     INTERNAL (logged, and reported to ``on_accept_error``); the server keeps serving. Must run
-    inside :func:`open_grpc_loop`.
+    inside :func:`open_grpc_loop`. ``keepalive_time`` is the idle time (seconds) before the
+    server pings a connection to find dead peers.
     """
     incoming, accepted = trio.open_memory_channel[ServerStream](max_pending)
-    server = grpclib.server.Server([_Service(methods, incoming)], codec=ForwardingCodec())
+    server = grpclib.server.Server(
+        [_Service(methods, incoming)],
+        codec=ForwardingCodec(),
+        config=Configuration(_keepalive_time=keepalive_time),
+    )
     _patch_protocols(
         server, max_streams_per_connection if max_streams_per_connection != 100 else None
     )

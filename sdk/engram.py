@@ -47,6 +47,7 @@ from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.status import RemoteStatusError
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, open_supervisor
 from bobravoz.sdk.packet import Packet, decode_packet, encode_packet
+from bobravoz.sdk.report import report
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class _Session:
         self.unsent: collections.deque[bytes] = collections.deque()
         #: Packets received from the connector and not yet handed to the handler.
         self.received: collections.deque[Packet] = collections.deque()
+        self.connected_once = False
 
     def context(self) -> StreamContext:
         settings = self.settings
@@ -342,6 +344,11 @@ async def _run_connection(session: _Session) -> None:
     ):
         await _wait_ready(control, settings.message_timeout)
         async with channel.open_stream(DATA_METHOD, {PROTOCOL_HEADER: PROTOCOL_VERSION}) as data:
+            if not session.connected_once:
+                # One machine-readable line: `bobravoz up` starts sources once every
+                # downstream engram can take packets.
+                session.connected_once = True
+                report("ready", step=settings.step, component="engram")
             try:
                 await _run_pumps(data, control, session)
             finally:

@@ -362,9 +362,10 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                             },
                         )
                     )
-                # Downstream steps first, so sources never wait on a missing consumer.
+                # Downstream steps first, each connected before the next starts, so what is
+                # measured is streaming, not packets waiting for a consumer to start up.
                 engram_children = [
-                    await runner.start(nursery, step, "engram", argv, env, wait_ready=False)
+                    await runner.start(nursery, step, "engram", argv, env, wait_ready=True)
                     for step, argv, env in reversed(engrams)
                 ]
                 if options.live:

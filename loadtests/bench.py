@@ -614,7 +614,9 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _fmt(value: float | None, digits: int) -> str:
+def _fmt(value: float | str | None, digits: int) -> str:
+    if isinstance(value, str):
+        return value
     if value is None or value != value:  # None or NaN
         return "-"
     return f"{value:,.{digits}f}"
@@ -629,17 +631,17 @@ class Table:
     def add(
         self,
         label: str,
-        baseline: float | None,
-        hub: float | None,
-        nats: float | None = None,
+        baseline: float | str | None,
+        hub: float | str | None,
+        nats: float | str | None = None,
         digits: int = 1,
         *,
         ratio: bool = True,
     ) -> None:
         """One row; ``ratio`` False leaves hub/base empty (client costs are not compared)."""
         quotient = None
-        if ratio and baseline and hub is not None and baseline == baseline and hub == hub:
-            quotient = hub / baseline
+        if ratio and isinstance(baseline, float | int) and isinstance(hub, float | int):
+            quotient = hub / baseline if baseline and baseline == baseline else None
         self.rows.append(
             (
                 label,
@@ -665,9 +667,19 @@ class Table:
         return "\n".join(lines)
 
 
-def _pooled(pooled: dict[str, dict[str, float] | None], kind: str, key: str) -> float | None:
+def _pooled(pooled: dict[str, dict[str, float] | str], kind: str, key: str) -> float | str | None:
     found = pooled.get(kind)
-    return found[key] if found else None
+    return found[key] if isinstance(found, dict) else found
+
+
+def _cost(
+    pooled: dict[str, dict[str, float] | str],
+    runs: dict[str, list[dict[str, Any]]],
+    kind: str,
+    path: tuple[str, ...],
+) -> float | str | None:
+    found = pooled.get(kind)
+    return _pick(runs[kind], path) if isinstance(found, dict) else found
 
 
 def _pick(runs: list[dict[str, Any]], path: tuple[str, ...]) -> float:
@@ -706,11 +718,14 @@ def build_table(settings: Settings, rounds: dict[str, Any], streams: Any, hop: A
         runs = {kind: by_rate.get(rate, []) for kind, by_rate in latency.items()}
         if not any(runs.values()):
             continue
-        pooled: dict[str, dict[str, float] | None] = {}
+        pooled: dict[str, dict[str, float] | str] = {}
         for kind, kind_runs in runs.items():
             sustained = [run for run in kind_runs if run["sustained"]]
-            if not sustained or len(sustained) < len(kind_runs):
-                pooled[kind] = None
+            if not kind_runs:
+                pooled[kind] = "skipped"  # a lower rate was not sustained
+                continue
+            if len(sustained) < len(kind_runs):
+                pooled[kind] = "not kept"
                 continue
             samples: list[int] = []
             for run in sustained:
@@ -732,8 +747,8 @@ def build_table(settings: Settings, rounds: dict[str, Any], streams: Any, hop: A
         ):
             table.add(
                 f"  {label}",
-                *(_pick(runs[kind], path) if pooled.get(kind) else None for kind in GRPC_KINDS),
-                _pick(runs["nats"], path) if pooled.get("nats") else None,
+                *(_cost(pooled, runs, kind, path) for kind in GRPC_KINDS),
+                _cost(pooled, runs, "nats", path) if "nats" in runs else None,
                 ratio=path[0] == "server_cpu_us_per_packet",
             )
     for pairs, cases in (streams or {}).items():
@@ -838,6 +853,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--rounds", type=int, default=None, help="peak/latency rounds")
     parser.add_argument("--quick", action="store_true", help="smaller counts, one round")
     parser.add_argument("--count", type=int, default=None, help="packets per peak run")
+    parser.add_argument("--rates", default=None, help="latency: comma-separated packets/s")
     parser.add_argument("--pairs", default=None, help="streams: comma-separated pair counts")
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -857,6 +873,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         settings.rounds = max(1, args.rounds)
     if args.count is not None:
         settings.peak_count = args.count
+    if args.rates:
+        settings.rates = tuple(int(part) for part in args.rates.split(","))
     if args.pairs:
         settings.pairs = tuple(int(part) for part in args.pairs.split(","))
     env_results = os.environ.get("BOBRAVOZ_BENCH_RESULTS")

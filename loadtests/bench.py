@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -902,12 +903,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table.render())
     checks = client_server_check(settings, rounds, streams)
     print()
-    for line in checks:
-        print(line)
-    for note in bench.notes:
-        print(f"note: {note}")
-    for failure in bench.failures:
-        print(f"FAILED: {failure}")
+    lines = [*checks, *(f"note: {note}" for note in bench.notes)]
+    lines += [f"FAILED: {failure}" for failure in bench.failures]
+    for line in lines:
+        print(textwrap.fill(line, width=96, subsequent_indent="    ", break_on_hyphens=False))
     print(f"bench took {time.monotonic() - started:.0f}s; JSON in {settings.results_dir}")
     settings.results_dir.mkdir(parents=True, exist_ok=True)
     (settings.results_dir / "bench.json").write_text(

@@ -42,8 +42,9 @@ deploy-check: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python -m bobravoz.protocol.codegen
 
+# A subset: make bench BENCH_ARGS="--quick --modes peak,nats" (python -m loadtests.bench --help).
 bench: $(STAMP)
-	$(BIN)/python -m loadtests.bench
+	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
 
 soak: $(STAMP)
 	$(BIN)/python -m loadtests.soak

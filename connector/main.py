@@ -18,6 +18,7 @@ from bobravoz.connector.service import METHODS, ConnectorService
 from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.envconfig import ConfigError
 from bobravoz.runtime.grpc_bridge import open_grpc_loop, serve_grpc
+from bobravoz.runtime.heap import settle_heap
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
@@ -125,6 +126,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
                 nursery.cancel_scope.cancel()
 
             addresses = await nursery.start(serve)
+            settle_heap()
             print(json.dumps({"event": "ready", "component": "connector", **addresses}), flush=True)
 
     try:

@@ -42,6 +42,7 @@ from bobravoz.runtime.errors import SupervisorEscalation
 from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.grpc_bridge import ClientStream, open_grpc_channel, open_grpc_loop
 from bobravoz.runtime.handshake import PROTOCOL_HEADER, PROTOCOL_VERSION
+from bobravoz.runtime.heap import settle_heap
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.status import RemoteStatusError
@@ -348,6 +349,7 @@ async def _run_connection(session: _Session) -> None:
                 # One machine-readable line: `bobravoz up` starts sources once every
                 # downstream engram can take packets.
                 session.connected_once = True
+                settle_heap()
                 report("ready", step=settings.step, component="engram")
             try:
                 await _run_pumps(data, control, session)

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader
 from bobravoz.runtime.grpc_bridge import open_grpc_loop
+from bobravoz.runtime.heap import settle_heap
 from bobravoz.runtime.hub.service import HubSettings, serve_hub_until
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
@@ -94,6 +95,7 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
             if options.metrics is not None:
                 metrics_bound = await nursery.start(serve_metrics, options.metrics, registry)
                 ready["metrics"] = str(metrics_bound)
+            settle_heap()
             print(json.dumps(ready), flush=True)
 
     configure_logging("hub")

@@ -34,6 +34,7 @@ from grpclib.client import Channel
 
 from loadtests.benchwire import (
     Framer,
+    Pacer,
     StampReader,
     latency_summary,
     process_request_template,
@@ -77,28 +78,19 @@ async def produce(
     head, tail = process_request_template(size)
     framer = Framer(head, tail, batch)
     channel = Channel(host, port, codec=RawCodec())
-    lag = 0.0
+    pacer = Pacer(count, rate, batch)
     try:
         async with _open(channel, storyrun, "producer") as stream:
             await stream.send_request()
             await stream.recv_initial_metadata()
             cpu = time.process_time()
             started = time.perf_counter()
-            sent = writes = 0
-            while sent < count:
-                if rate > 0:
-                    due = min(count, int((time.perf_counter() - started) * rate) + 1)
-                    if due <= sent:
-                        await asyncio.sleep(started + sent / rate - time.perf_counter())
-                        continue
-                    lag = max(lag, time.perf_counter() - (started + (due - 1) / rate))
-                    number = min(batch, due - sent)
-                else:
-                    number = min(batch, count - sent)
-                data = framer.build(sent, number, time.time_ns())
+            writes = 0
+            async for first, number in pacer.batches():
+                data = framer.build(first, number, time.time_ns())
                 await write_client(stream, data, number)
-                sent += number
                 writes += 1
+            sent = pacer.sent
             seconds = time.perf_counter() - started
             cpu = time.process_time() - cpu
             await _finish_producing(stream)
@@ -110,7 +102,7 @@ async def produce(
         "seconds": seconds,
         "cpu_s": cpu,
         "cpu_us_per_packet": cpu / max(1, sent) * 1e6,
-        "max_lag_s": lag,
+        "max_lag_s": pacer.lag,
     }
 
 

@@ -15,7 +15,8 @@ import math
 import re
 import struct
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 #: Eight bytes that start every benchmark payload (and occur nowhere else in a message).
@@ -179,3 +180,33 @@ def require_default_loop() -> None:
         return
     if type(loop) is not asyncio.SelectorEventLoop:
         raise RuntimeError(f"running loop is {type(loop).__module__}.{type(loop).__name__}")
+
+
+class Pacer:
+    """Paces ``count`` packets at ``rate`` per second (unthrottled when ``rate`` <= 0) in
+    batches of at most ``batch``: each wake-up yields (first sequence, how many) for every
+    packet then due; ``lag`` is the worst delay behind schedule seen."""
+
+    def __init__(self, count: int, rate: float, batch: int) -> None:
+        self.count = count
+        self.rate = rate
+        self.batch = batch
+        self.lag = 0.0
+        self.sent = 0
+
+    async def batches(self) -> AsyncIterator[tuple[int, int]]:
+        """Yield (first sequence, number) until ``count`` packets were handed out."""
+        count, rate, batch = self.count, self.rate, self.batch
+        started = time.perf_counter()
+        while self.sent < count:
+            if rate > 0:
+                due = min(count, int((time.perf_counter() - started) * rate) + 1)
+                if due <= self.sent:
+                    await asyncio.sleep(started + self.sent / rate - time.perf_counter())
+                    continue
+                self.lag = max(self.lag, time.perf_counter() - (started + (due - 1) / rate))
+                number = min(batch, due - self.sent)
+            else:
+                number = min(batch, count - self.sent)
+            yield self.sent, number
+            self.sent += number

@@ -25,6 +25,7 @@ import nats
 from loadtests.benchwire import (
     MAGIC,
     STAMP,
+    Pacer,
     latency_summary,
     payload_padding,
     require_default_loop,
@@ -44,27 +45,17 @@ async def publish(url: str, count: int, rate: float, size: int, batch: int) -> d
     )
     padding = payload_padding(size)
     pack = STAMP.pack
-    lag = 0.0
+    pacer = Pacer(count, rate, batch)
     try:
         cpu = time.process_time()
         started = time.perf_counter()
-        sent = 0
-        while sent < count:
-            if rate > 0:
-                due = min(count, int((time.perf_counter() - started) * rate) + 1)
-                if due <= sent:
-                    await asyncio.sleep(started + sent / rate - time.perf_counter())
-                    continue
-                lag = max(lag, time.perf_counter() - (started + (due - 1) / rate))
-                number = min(batch, due - sent)
-            else:
-                number = min(batch, count - sent)
+        async for first, number in pacer.batches():
             now = time.time_ns()
-            for sequence in range(sent, sent + number):
+            for sequence in range(first, first + number):
                 await connection.publish(SUBJECT, MAGIC + pack(sequence, now) + padding)
             if rate <= 0:
                 await connection.flush()  # a round trip per batch bounds what is in flight
-            sent += number
+        sent = pacer.sent
         await connection.flush()
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu
@@ -75,7 +66,7 @@ async def publish(url: str, count: int, rate: float, size: int, batch: int) -> d
         "seconds": seconds,
         "cpu_s": cpu,
         "cpu_us_per_packet": cpu / max(1, sent) * 1e6,
-        "max_lag_s": lag,
+        "max_lag_s": pacer.lag,
     }
 
 

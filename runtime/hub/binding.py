@@ -14,8 +14,7 @@ from typing import final
 
 import trio
 
-from bobravoz.protocol.packets import Retargeter, split_process_message
-from bobravoz.protocol.wire import PacketLayout
+from bobravoz.protocol.scan import TargetStamp
 from bobravoz.runtime.channel import BoundedChannel, ChannelLimits, MemoryBudget
 from bobravoz.runtime.grpc_bridge import ServerStream
 from bobravoz.runtime.handshake import STEP_HEADER, STORYRUN_NAME_HEADER, STORYRUN_NAMESPACE_HEADER
@@ -82,6 +81,7 @@ class StepBinding:
         self.step = step
         self.key = f"{namespace}/{storyrun}/{step}"
         self.counters = counters
+        #: ``ProcessResponse`` messages waiting for the step's stream, retargeted and stamped.
         self.channel: BoundedChannel[bytes] = BoundedChannel(
             limits, name=self.key, on_drop=self._count_drop, budget=budget
         )
@@ -92,8 +92,8 @@ class StepBinding:
         self.released = False
         self.released_reason: str | None = None
         self.last_active = now
-        self.retarget = Retargeter(
-            layout=PacketLayout.DATA_PACKET,
+        #: Rewrites a packet for this step: its identity metadata and its envelope stamp.
+        self.stamp = TargetStamp(
             metadata_updates={
                 STORYRUN_NAME_HEADER: storyrun,
                 STORYRUN_NAMESPACE_HEADER: namespace,
@@ -144,12 +144,10 @@ class StepBinding:
         """``session`` is over: halt its stream and requeue its unwritten backlog at the front
         of the buffer (heartbeats skipped); return how many went back."""
 
-        def unwrap(message: bytes) -> bytes | None:
-            if message is session.heartbeat:
-                return None
-            return split_process_message(message)[0]
+        def unless_heartbeat(message: bytes) -> bytes | None:
+            return None if message is session.heartbeat else message
 
-        requeued = settle_stream(self.channel, session.ledger, decode=unwrap)
+        requeued = settle_stream(self.channel, session.ledger, decode=unless_heartbeat)
         if self.current is session:
             self.current = None
         return requeued

@@ -39,13 +39,21 @@ from bobravoz.protocol.packets import (
     split_process_message,
     wrap_process_message,
 )
+from bobravoz.protocol.scan import HEARTBEAT, NO_PACKET, SLOW, restamp, scan_process
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError
 from bobravoz.runtime.channel import MemoryBudget
 from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.errors import SupervisorEscalation
 from bobravoz.runtime.grpc_bridge import ServerStream, serve_grpc
-from bobravoz.runtime.handshake import BindingIdentity, HandshakeError, check_handshake
+from bobravoz.runtime.handshake import (
+    STEP_HEADER,
+    STORYRUN_NAME_HEADER,
+    STORYRUN_NAMESPACE_HEADER,
+    BindingIdentity,
+    HandshakeError,
+    check_handshake,
+)
 from bobravoz.runtime.hub.binding import StepBinding, StreamSession
 from bobravoz.runtime.hub.registry import (
     RemoveTopology,
@@ -63,6 +71,10 @@ from bobravoz.runtime.topology import Topology
 log = logging.getLogger(__name__)
 
 _DATA = PacketLayout.DATA_PACKET
+#: The metadata keys the hub overwrites on every packet it forwards (its identity stamp).
+IDENTITY_KEYS: Final = tuple(
+    key.encode() for key in (STORYRUN_NAME_HEADER, STORYRUN_NAMESPACE_HEADER, STEP_HEADER)
+)
 #: Reasons packets are counted lost when a stream or binding ends (metric label values).
 LOST_STREAM_BROKEN: Final = "stream_broken"
 LOST_SHUTDOWN: Final = "shutdown"
@@ -443,14 +455,32 @@ class Hub:
                 continue
             routed = 0
             partial = binding.partial
+            keys = IDENTITY_KEYS
+            counters = binding.counters
             try:
                 for raw in batch:
                     done = partial[1] if partial is not None and partial[0] is raw else frozenset()
                     partial = None
                     binding.partial = (raw, done)
-                    packet = self._inspect(binding, raw, limit)
-                    if packet is not None and targets and routes is not None:
-                        await self._route(binding, routes, targets, packet, raw, done)
+                    kind, start, end, _, _ = scan_process(raw, limit, keys)
+                    if kind == SLOW:
+                        packet = self._inspect(binding, raw, limit)
+                        if packet is not None and targets:
+                            heartbeat = is_heartbeat(packet, _DATA)
+                            await self._route(
+                                binding, routes, targets, raw, done, heartbeat, packet
+                            )
+                    elif kind != NO_PACKET:
+                        heartbeat = kind == HEARTBEAT
+                        if heartbeat:
+                            counters.heartbeats_in += 1
+                        else:
+                            counters.packets_in += 1
+                            counters.bytes_in += end - start
+                        if targets:
+                            await self._route(
+                                binding, routes, targets, raw, done, heartbeat, None, start, end
+                            )
                     routed += 1
                 binding.partial = None
             finally:
@@ -458,7 +488,8 @@ class Hub:
                     stream.unreceive(batch[routed:])
 
     def _inspect(self, binding: StepBinding, raw: bytes, limit: int) -> bytes | None:
-        """Validate one Process message; return its packet if it is to be routed."""
+        """The general path for what :func:`scan_process` left to it: validate one Process
+        message and return its packet if it is to be routed (rejections counted and logged)."""
         counters = binding.counters
         try:
             packet, _flow = split_process_message(raw)
@@ -493,13 +524,17 @@ class Hub:
         source: StepBinding,
         routes: RunRoutes,
         targets: tuple[str, ...],
-        packet: bytes,
         raw: bytes,
         done: frozenset[str],
+        heartbeat: bool,
+        packet: bytes | None,
+        start: int = 0,
+        end: int = 0,
     ) -> None:
-        """Hand ``packet`` to every target's buffer, waiting (cancellably, holding nothing)
-        while a ``block`` buffer is full; ``source.partial`` records the targets done."""
-        heartbeat = is_heartbeat(packet, _DATA)
+        """Hand the packet (``raw[start:end]`` as scanned, or ``packet`` from the general
+        path) to every target's buffer, retargeted and stamped, waiting (cancellably, holding
+        nothing) while a ``block`` buffer is full; ``source.partial`` records the targets
+        done."""
         for step in targets:
             if step in done:
                 continue
@@ -511,7 +546,11 @@ class Hub:
                 done = done | {step}
                 source.partial = (raw, done)
                 continue
-            outgoing = target.retarget(packet, None if heartbeat else target.next_sequence())
+            sequence = 0 if heartbeat else target.next_sequence()
+            if packet is None:
+                outgoing = target.stamp.stamp(raw, start, end, sequence)
+            else:
+                outgoing = restamp(target.stamp, packet, sequence or None)
             size = len(outgoing)
             channel = target.channel
             target.last_active = trio.current_time()
@@ -548,7 +587,6 @@ class Hub:
             binding.channel,
             session.stream,
             session.ledger,
-            encode=wrap_process_message,
             idle=(self.settings.heartbeat_interval, session.heartbeat),
             after_batch=written,
         )

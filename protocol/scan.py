@@ -1,0 +1,300 @@
+"""One pass over a ``Process`` message: validate, split and retarget with no per-field objects.
+
+The hub's per-packet work is: take the ``DataPacket`` out of a ``ProcessRequest``, check it
+against the contract, tell heartbeats from data, and write it to each target step as a
+``ProcessResponse`` with that step's identity metadata and envelope stamp. The general tools
+(:func:`~bobravoz.protocol.packets.split_process_message`,
+:func:`~bobravoz.protocol.validation.validate_packet`,
+:class:`~bobravoz.protocol.packets.Retargeter`) do that in separate passes over
+:class:`~bobravoz.protocol.wire.WireField` objects. :func:`scan_process` does it in one walk
+of plain integers for the packets real engrams send (metadata, payload, inputs, frames, at
+most one envelope) and answers :data:`SLOW` for anything else (several packet fields, an
+overwritten identity key, more than 100 metadata entries, anything invalid, anything it does
+not recognise) so the caller takes the general path, which is the reference: whenever this
+module answers, its answer equals the general tools' (a property test holds it to that).
+
+The module is written to compile with mypyc (plain classes, typed locals, no closures); the
+pure-Python module is what runs unless a compiled one is installed beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final, final
+
+from bobravoz.protocol.constants import HEARTBEAT_KEY
+from bobravoz.protocol.packets import Retargeter
+from bobravoz.protocol.wire import encode_string_field, encode_varint
+
+#: :func:`scan_process` could not answer: take the general path.
+SLOW: Final = -1
+#: The message carries no packet (a flow-only ``ProcessRequest``): nothing to route.
+NO_PACKET: Final = 0
+#: A valid data packet.
+DATA: Final = 1
+#: A valid heartbeat packet (metadata ``bubu-heartbeat: true``).
+HEARTBEAT: Final = 2
+
+_HEARTBEAT_KEY: Final = HEARTBEAT_KEY.encode()
+_MAX_FRAME: Final = 10 * 1024 * 1024
+_MAX_ENTRIES: Final = 100
+#: DataPacket field numbers (``PacketLayout.DATA_PACKET``).
+_METADATA: Final = 1
+_ENVELOPE: Final = 8
+#: The ``ProcessResponse`` tag of field 1 (``packet``, length-delimited).
+_PACKET_TAG: Final = b"\x0a"
+_ENVELOPE_TAG: Final = b"\x42"
+
+
+def _skip(data: bytes, pos: int, end: int, wire_type: int) -> int:
+    """Position after the value of a field of ``wire_type`` at ``pos``; -1 when malformed."""
+    if wire_type == 2:
+        length = 0
+        shift = 0
+        while True:
+            if pos >= end or shift > 28:
+                return -1
+            byte = data[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        pos += length
+    elif wire_type == 0:
+        count = 0
+        while True:
+            if pos >= end or count >= 10:
+                return -1
+            byte = data[pos]
+            pos += 1
+            count += 1
+            if byte < 0x80:
+                break
+    elif wire_type == 1:
+        pos += 8
+    elif wire_type == 5:
+        pos += 4
+    else:
+        return -1
+    return pos if pos <= end else -1
+
+
+def _text_ok(data: bytes, start: int, end: int, limit: int) -> bool:
+    """Whether ``data[start:end]`` is UTF-8 of at most ``limit`` characters."""
+    if end - start <= limit and data[start:end].isascii():
+        return True
+    try:
+        text = data[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return len(text) <= limit
+
+
+def _entry(data: bytes, pos: int, end: int, keys: tuple[bytes, ...]) -> int:
+    """Check the metadata map entry in ``data[pos:end]``: -1 invalid, unusual or an
+    overwritten key (the general path decides), 2 a heartbeat entry with value ``true``, 1
+    another heartbeat entry, 0 any other entry."""
+    key_start = value_start = -1
+    key_end = value_end = -1
+    while pos < end:
+        tag = data[pos]
+        if tag != 0x0A and tag != 0x12:
+            return -1  # another field (every field of an entry must be length-delimited)
+        after = _skip(data, pos + 1, end, 2)
+        if after < 0:
+            return -1
+        start = after - _value_length(data, pos + 1)
+        if tag == 0x0A:
+            if key_start >= 0:
+                return -1  # a repeated key field: the general path
+            key_start, key_end = start, after
+        else:
+            if value_start >= 0:
+                return -1
+            value_start, value_end = start, after
+        pos = after
+    if key_start < 0 or key_end == key_start:
+        return -1
+    if not _text_ok(data, key_start, key_end, 128):
+        return -1
+    if value_start >= 0 and not _text_ok(data, value_start, value_end, 1024):
+        return -1
+    key = data[key_start:key_end]
+    if key in keys:
+        return -1
+    if key == _HEARTBEAT_KEY:
+        value = data[value_start:value_end] if value_start >= 0 else b""
+        if not value.isascii():
+            return -1  # the general path lowers it the way Unicode does
+        return 2 if value.lower() == b"true" else 1
+    return 0
+
+
+def _binary(data: bytes, pos: int, end: int) -> bool:
+    """Whether the ``BinaryFrame`` in ``data[pos:end]`` is valid (payload ≤ 10 MiB, a
+    ``mime_type`` of UTF-8 ≤ 255 characters); False also for what needs a closer look."""
+    while pos < end:
+        tag = data[pos]
+        if tag >= 0x80:
+            return False
+        wire_type = tag & 7
+        if tag >> 3 == 0:
+            return False
+        after = _skip(data, pos + 1, end, wire_type)
+        if after < 0:
+            return False
+        if tag == 0x0A or tag == 0x12:
+            start = after - _value_length(data, pos + 1)
+            if tag == 0x0A:
+                if after - start > _MAX_FRAME:
+                    return False
+            elif not _text_ok(data, start, after, 255):
+                return False
+        elif tag >> 3 == 1 or tag >> 3 == 2:
+            return False  # payload or mime_type with the wrong wire type
+        pos = after
+    return True
+
+
+def _value_length(data: bytes, pos: int) -> int:
+    """The length prefix of the LEN field value starting at ``pos`` (known well-formed)."""
+    length = 0
+    shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return length
+        shift += 7
+
+
+def scan_process(raw: bytes, limit: int, keys: tuple[bytes, ...]) -> tuple[int, int, int, int, int]:
+    """Scan one ``ProcessRequest``: (kind, packet start, packet end, envelope field start,
+    envelope field end).
+
+    ``kind`` is :data:`DATA`, :data:`HEARTBEAT`, :data:`NO_PACKET` or :data:`SLOW`; the
+    envelope bounds are -1 without an envelope. ``limit`` is the largest packet accepted;
+    ``keys`` are the metadata keys a retarget overwrites (a packet that carries one takes the
+    general path). Never raises, whatever the bytes.
+    """
+    end = len(raw)
+    pos = 0
+    packet_start = packet_end = -1
+    while pos < end:
+        tag = raw[pos]
+        if tag == 0x0A or tag == 0x12:
+            start = pos + 1
+            after = _skip(raw, start, end, 2)
+            if after < 0:
+                return SLOW, 0, 0, 0, 0
+            if tag == 0x0A:
+                if packet_start >= 0:
+                    return SLOW, 0, 0, 0, 0  # a repeated packet field merges: general path
+                packet_end = after
+                packet_start = after - _value_length(raw, start)
+            pos = after
+        else:
+            return SLOW, 0, 0, 0, 0
+    if packet_start < 0:
+        return NO_PACKET, 0, 0, -1, -1
+    if packet_end - packet_start > limit:
+        return SLOW, 0, 0, 0, 0
+    kind = DATA
+    entries = 0
+    envelope_start = envelope_end = -1
+    pos = packet_start
+    end = packet_end
+    while pos < end:
+        tag = raw[pos]
+        if tag >= 0x80:
+            return SLOW, 0, 0, 0, 0
+        number = tag >> 3
+        wire_type = tag & 7
+        if number == 0:
+            return SLOW, 0, 0, 0, 0
+        after = _skip(raw, pos + 1, end, wire_type)
+        if after < 0:
+            return SLOW, 0, 0, 0, 0
+        if number <= 8 and wire_type != 2:
+            return SLOW, 0, 0, 0, 0  # a known field with the wrong wire type
+        if number == _METADATA:
+            entries += 1
+            if entries > _MAX_ENTRIES:
+                return SLOW, 0, 0, 0, 0
+            value_start = after - _value_length(raw, pos + 1)
+            checked = _entry(raw, value_start, after, keys)
+            if checked < 0:
+                return SLOW, 0, 0, 0, 0
+            if checked:
+                kind = HEARTBEAT if checked == 2 else DATA
+        elif number == 7:
+            if not _binary(raw, after - _value_length(raw, pos + 1), after):
+                return SLOW, 0, 0, 0, 0
+        elif number == _ENVELOPE:
+            if envelope_start >= 0:
+                return SLOW, 0, 0, 0, 0
+            envelope_start, envelope_end = pos, after
+        elif number >= 4 and number <= 6:
+            return SLOW, 0, 0, 0, 0  # transports, audio, video: the general checks
+        pos = after
+    if envelope_start >= 0:
+        return SLOW, 0, 0, 0, 0  # the general path validates and restamps envelopes
+    return kind, packet_start, packet_end, envelope_start, envelope_end
+
+
+@final
+class TargetStamp:
+    """One target step's rewrite of scanned packets, with its constant bytes encoded once.
+
+    :meth:`stamp` gives the ``ProcessResponse`` bytes equal to
+    ``wrap_process_message(Retargeter(...)(packet, sequence))``; :attr:`general` is that
+    :class:`~bobravoz.protocol.packets.Retargeter`, for what the scan left to the general
+    path.
+    """
+
+    def __init__(self, *, metadata_updates: Mapping[str, str], stream_id: str) -> None:
+        from bobravoz.protocol.wire import PacketLayout, encode_len_field
+
+        self.general = Retargeter(
+            layout=PacketLayout.DATA_PACKET,
+            metadata_updates=metadata_updates,
+            stream_id=stream_id,
+        )
+        self.keys: tuple[bytes, ...] = tuple(key.encode() for key in metadata_updates)
+        self.entries: bytes = b"".join(
+            encode_len_field(_METADATA, encode_string_field(1, key) + encode_string_field(2, value))
+            for key, value in metadata_updates.items()
+        )
+        self.stream_id = stream_id
+        self.stream_id_field: bytes = encode_string_field(1, stream_id) if stream_id else b""
+
+    def stamp(self, raw: bytes, start: int, end: int, sequence: int) -> bytes:
+        """The ``ProcessResponse`` for the packet ``raw[start:end]`` (scanned, no envelope),
+        stamped with ``sequence`` (0: a heartbeat, left unstamped)."""
+        if sequence == 0:
+            tail = self.entries
+        else:
+            envelope = self.stream_id_field + b"\x10" + encode_varint(sequence)
+            tail = self.entries + _ENVELOPE_TAG + encode_varint(len(envelope)) + envelope
+        size = end - start + len(tail)
+        return b"".join((_PACKET_TAG, encode_varint(size), raw[start:end], tail))
+
+
+def restamp(stamp: TargetStamp, packet: bytes, sequence: int | None) -> bytes:
+    """The general path's ``ProcessResponse`` for ``packet`` (any valid packet)."""
+    from bobravoz.protocol.packets import wrap_process_message
+
+    return wrap_process_message(stamp.general(packet, sequence))
+
+
+__all__ = [
+    "DATA",
+    "HEARTBEAT",
+    "NO_PACKET",
+    "SLOW",
+    "TargetStamp",
+    "restamp",
+    "scan_process",
+]

@@ -1,0 +1,152 @@
+"""The one-pass scanner agrees with the general tools whenever it answers, and answers for the
+packets engrams send."""
+
+from __future__ import annotations
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from bobravoz.protocol import scan
+from bobravoz.protocol.gen.transport.v1 import (
+    AudioFrame,
+    BinaryFrame,
+    DataPacket,
+    FlowControl,
+    ProcessRequest,
+    StreamEnvelope,
+)
+from bobravoz.protocol.packets import (
+    is_heartbeat,
+    split_process_message,
+    wrap_process_message,
+)
+from bobravoz.protocol.validation import validate_packet
+from bobravoz.protocol.wire import PacketLayout, encode_len_field, encode_varint
+
+DATA = PacketLayout.DATA_PACKET
+IDENTITY = {"storyrun-name": "run", "storyrun-namespace": "ns", "current-step-id": "sink"}
+LIMIT = 4096
+
+keys = st.sampled_from(["a", "trace", "bubu-heartbeat", "storyrun-name", "é", "", "k" * 130])
+values = st.one_of(
+    st.sampled_from(["true", "TRUE", "false", "", "x" * 200, "ü", "K" * 3]),
+    st.text(max_size=8),
+)
+packets = st.builds(
+    DataPacket,
+    metadata=st.dictionaries(keys, values, max_size=4),
+    binary=st.one_of(
+        st.none(),
+        st.builds(
+            BinaryFrame,
+            payload=st.binary(max_size=300),
+            mime_type=st.sampled_from(["", "application/octet-stream", "é" * 300]),
+        ),
+    ),
+    audio=st.one_of(st.none(), st.builds(AudioFrame, pcm=st.binary(max_size=4))),
+    envelope=st.one_of(
+        st.none(), st.builds(StreamEnvelope, stream_id=st.text(max_size=3), sequence=st.integers(0))
+    ),
+)
+extras = st.lists(
+    st.sampled_from(
+        [
+            b"",
+            encode_len_field(1, b"\x0a\x01a\x12\x01b"),  # another packet field (merged)
+            encode_len_field(2, bytes(FlowControl(ack=3))),
+            b"\x08\x01",  # a varint field in a ProcessRequest
+        ]
+    ),
+    max_size=2,
+)
+
+
+def requests(packet: DataPacket | None, tail: list[bytes]) -> bytes:
+    """A ProcessRequest with ``packet`` and extra raw fields after it."""
+    head = bytes(ProcessRequest(packet=packet)) if packet is not None else b""
+    return head + b"".join(tail)
+
+
+def check_agrees(raw: bytes, sequence: int) -> int:
+    """Assert the scanner's answer for ``raw`` equals the general tools'; return its kind."""
+    stamp = scan.TargetStamp(metadata_updates=IDENTITY, stream_id="ns/run/sink")
+    kind, start, end, _, _ = scan.scan_process(raw, LIMIT, stamp.keys)
+    if kind == scan.SLOW:
+        return kind
+    packet, _flow = split_process_message(raw)
+    if kind == scan.NO_PACKET:
+        assert packet is None
+        return kind
+    assert packet == raw[start:end]
+    assert len(packet) <= LIMIT
+    assert validate_packet(packet, DATA) is None
+    heartbeat = is_heartbeat(packet, DATA)
+    assert heartbeat == (kind == scan.HEARTBEAT)
+    expected = wrap_process_message(stamp.general(packet, None if heartbeat else sequence))
+    assert stamp.stamp(raw, start, end, 0 if heartbeat else sequence) == expected
+    return kind
+
+
+@settings(max_examples=400, deadline=None)
+@given(packet=st.one_of(st.none(), packets), tail=extras, sequence=st.integers(1, 2**64 - 1))
+def test_scan_agrees_with_the_general_path(
+    packet: DataPacket | None, tail: list[bytes], sequence: int
+) -> None:
+    check_agrees(requests(packet, tail), sequence)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    packet=packets,
+    cut=st.integers(0, 400),
+    flip=st.tuples(st.integers(0, 400), st.integers(0, 255)),
+    sequence=st.integers(1, 2**32),
+)
+@example(packet=DataPacket(metadata={"a": "b"}), cut=0, flip=(2, 0x80), sequence=1)
+def test_scan_of_damaged_bytes_never_wrongly_answers(
+    packet: DataPacket, cut: int, flip: tuple[int, int], sequence: int
+) -> None:
+    raw = bytearray(requests(packet, []))
+    at, value = flip
+    if raw and at < len(raw):
+        raw[at] = value
+    check_agrees(bytes(raw[: len(raw) - cut] if cut < len(raw) else raw), sequence)
+
+
+@given(data=st.binary(max_size=200))
+def test_scan_never_raises(data: bytes) -> None:
+    check_agrees(data, 7)
+
+
+def test_the_packets_engrams_send_take_the_one_pass_path() -> None:
+    """Binary, JSON-payload and metadata packets and heartbeats are answered, not deferred."""
+    cases = [
+        DataPacket(binary=BinaryFrame(payload=b"x" * 256, mime_type="audio/opus")),
+        DataPacket(metadata={"trace": "abc", "k": "ü" * 20}, payload=None),
+        DataPacket(metadata={"bubu-heartbeat": "true"}),
+        DataPacket(metadata={"v": "x" * 1000}, binary=BinaryFrame(payload=bytes(3000))),
+    ]
+    kinds = [check_agrees(bytes(ProcessRequest(packet=packet)), 5) for packet in cases]
+    assert kinds == [scan.DATA, scan.DATA, scan.HEARTBEAT, scan.DATA]
+    flow_only = bytes(ProcessRequest(flow=FlowControl(ack=1)))
+    assert check_agrees(flow_only, 5) == scan.NO_PACKET
+
+
+def test_what_the_general_path_must_decide_is_deferred() -> None:
+    """Envelopes, identity keys, repeated packet fields, oversize and invalid packets."""
+    stamp = scan.TargetStamp(metadata_updates=IDENTITY, stream_id="s")
+    deferred = [
+        DataPacket(envelope=StreamEnvelope(stream_id="x", sequence=3)),
+        DataPacket(metadata={"storyrun-name": "forged"}),
+        DataPacket(binary=BinaryFrame(payload=bytes(LIMIT + 1))),
+        DataPacket(metadata={"": "empty key"}),
+    ]
+    for packet in deferred:
+        raw = bytes(ProcessRequest(packet=packet))
+        assert scan.scan_process(raw, LIMIT, stamp.keys)[0] == scan.SLOW, packet
+    bad_utf8 = encode_len_field(1, encode_len_field(1, b"\x0a\x01k\x12\x02\xff\xfe"))
+    assert scan.scan_process(bad_utf8, LIMIT, stamp.keys)[0] == scan.SLOW
+    twice = encode_len_field(1, b"") + encode_len_field(1, b"")
+    assert scan.scan_process(twice, LIMIT, stamp.keys)[0] == scan.SLOW
+    long_length = b"\x0a" + encode_varint(2**40)
+    assert scan.scan_process(long_length, LIMIT, stamp.keys)[0] == scan.SLOW

@@ -39,7 +39,7 @@ from bobravoz.protocol.packets import (
     split_process_message,
     wrap_process_message,
 )
-from bobravoz.protocol.scan import HEARTBEAT, NO_PACKET, SLOW, restamp, scan_process
+from bobravoz.protocol.scan import DATA, HEARTBEAT, NO_PACKET, SLOW, restamp, scan_process
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError
 from bobravoz.runtime.channel import MemoryBudget
@@ -454,38 +454,97 @@ class Hub:
                 binding.counters.lost[LOST_REMOVED] += len(batch)
                 continue
             routed = 0
-            partial = binding.partial
-            keys = IDENTITY_KEYS
-            counters = binding.counters
             try:
-                for raw in batch:
-                    done = partial[1] if partial is not None and partial[0] is raw else frozenset()
-                    partial = None
-                    binding.partial = (raw, done)
-                    kind, start, end, _, _ = scan_process(raw, limit, keys)
-                    if kind == SLOW:
-                        packet = self._inspect(binding, raw, limit)
-                        if packet is not None and targets:
-                            heartbeat = is_heartbeat(packet, _DATA)
-                            await self._route(
-                                binding, routes, targets, raw, done, heartbeat, packet
-                            )
-                    elif kind != NO_PACKET:
-                        heartbeat = kind == HEARTBEAT
-                        if heartbeat:
-                            counters.heartbeats_in += 1
-                        else:
-                            counters.packets_in += 1
-                            counters.bytes_in += end - start
-                        if targets:
-                            await self._route(
-                                binding, routes, targets, raw, done, heartbeat, None, start, end
-                            )
-                    routed += 1
-                binding.partial = None
+                routed = await self._route_batch(binding, routes, targets, batch, limit)
             finally:
                 if routed < len(batch):
                     stream.unreceive(batch[routed:])
+
+    async def _route_batch(
+        self,
+        binding: StepBinding,
+        routes: RunRoutes,
+        targets: tuple[str, ...],
+        batch: list[bytes],
+        limit: int,
+    ) -> int:
+        """Route every message of ``batch``; return how many were routed when it returns or
+        raises (the caller gives the rest back to the stream).
+
+        Each packet is scanned once and offered to each target's buffer without waiting; only
+        a ``block`` buffer that is full makes it wait (:meth:`_route`), recording the targets
+        already done in ``binding.partial`` first, so a restarted actor skips them.
+        """
+        keys = IDENTITY_KEYS
+        counters = binding.counters
+        partial = binding.partial
+        resolved = self._resolve(binding, routes, targets)
+        routed = 0
+        for raw in batch:
+            done = partial[1] if partial is not None and partial[0] is raw else frozenset()
+            partial = None
+            kind, start, end, _, _ = scan_process(raw, limit, keys)
+            packet: bytes | None = None
+            if kind == SLOW:
+                packet = self._inspect(binding, raw, limit)
+                if packet is None:
+                    kind = NO_PACKET
+                else:
+                    kind = HEARTBEAT if is_heartbeat(packet, _DATA) else DATA
+            elif kind == HEARTBEAT:
+                counters.heartbeats_in += 1
+            elif kind == DATA:
+                counters.packets_in += 1
+                counters.bytes_in += end - start
+            if kind != NO_PACKET and targets:
+                heartbeat = kind == HEARTBEAT
+                for index, (step, target, refused) in enumerate(resolved):
+                    if step in done:
+                        continue
+                    if target is None:
+                        counters.lost[refused] += 1
+                        continue
+                    sequence = 0 if heartbeat else target.next_sequence()
+                    if packet is None:
+                        outgoing = target.stamp.stamp(raw, start, end, sequence)
+                    else:
+                        outgoing = restamp(target.stamp, packet, sequence or None)
+                    try:
+                        target.channel.send_nowait(outgoing, len(outgoing))
+                        continue
+                    except trio.ClosedResourceError:
+                        self._lost_to_release(target)
+                        continue
+                    except trio.WouldBlock:
+                        pass
+                    # A full ``block`` buffer: wait for it (and route to the rest) holding
+                    # nothing but this message, which stays the stream's until routed.
+                    done = done.union(name for name, _, _ in resolved[:index])
+                    binding.partial = (raw, done)
+                    await self._route(binding, routes, targets, outgoing, step)
+                    resolved = self._resolve(binding, routes, targets)
+                    break
+            routed += 1
+            binding.partial = None
+        return routed
+
+    def _resolve(
+        self, binding: StepBinding, routes: RunRoutes, targets: tuple[str, ...]
+    ) -> list[tuple[str, StepBinding | None, str]]:
+        """Each target step with its binding (created on first use), or None and the lost
+        reason when the hub refuses to make it; every target is marked active."""
+        resolved: list[tuple[str, StepBinding | None, str]] = []
+        now = trio.current_time()
+        for step in targets:
+            try:
+                target = self._binding(binding.namespace, binding.storyrun, step, routes)
+            except HandshakeError as refusal:
+                reason = LOST_BUDGET if refusal.reason == "max_bindings" else LOST_REMOVED
+                resolved.append((step, None, reason))
+                continue
+            target.last_active = now
+            resolved.append((step, target, ""))
+        return resolved
 
     def _inspect(self, binding: StepBinding, raw: bytes, limit: int) -> bytes | None:
         """The general path for what :func:`scan_process` left to it: validate one Process
@@ -524,53 +583,61 @@ class Hub:
         source: StepBinding,
         routes: RunRoutes,
         targets: tuple[str, ...],
-        raw: bytes,
-        done: frozenset[str],
-        heartbeat: bool,
-        packet: bytes | None,
-        start: int = 0,
-        end: int = 0,
+        outgoing: bytes,
+        step: str,
     ) -> None:
-        """Hand the packet (``raw[start:end]`` as scanned, or ``packet`` from the general
-        path) to every target's buffer, retargeted and stamped, waiting (cancellably, holding
-        nothing) while a ``block`` buffer is full; ``source.partial`` records the targets
-        done."""
-        for step in targets:
-            if step in done:
+        """Finish routing ``source.partial``'s message: wait (cancellably) for room for
+        ``outgoing`` in ``step``'s full buffer, then offer the message to the targets not done
+        yet, waiting again for any other full ``block`` buffer; ``source.partial`` records
+        each target done."""
+        assert source.partial is not None
+        raw, done = source.partial
+        pending: bytes | None = outgoing
+        for name in targets:
+            if name in done:
                 continue
             try:
-                target = self._binding(source.namespace, source.storyrun, step, routes)
+                target = self._binding(source.namespace, source.storyrun, name, routes)
             except HandshakeError as refusal:
                 reason = LOST_BUDGET if refusal.reason == "max_bindings" else LOST_REMOVED
                 source.counters.lost[reason] += 1
-                done = done | {step}
+                done = done | {name}
                 source.partial = (raw, done)
                 continue
-            sequence = 0 if heartbeat else target.next_sequence()
-            if packet is None:
-                outgoing = target.stamp.stamp(raw, start, end, sequence)
-            else:
-                outgoing = restamp(target.stamp, packet, sequence or None)
-            size = len(outgoing)
-            channel = target.channel
-            target.last_active = trio.current_time()
-            while True:
-                try:
-                    channel.send_nowait(outgoing, size)
-                    break
-                except trio.WouldBlock:
-                    pass
-                except trio.ClosedResourceError:
-                    self._lost_to_release(target)
-                    break
-                try:
-                    await channel.wait_room(size)
-                except trio.ClosedResourceError:
-                    # The target was released while this packet waited for room in it.
-                    self._lost_to_release(target)
-                    break
-            done = done | {step}
+            if pending is None or name != step:
+                pending = self._stamp_again(target, raw)
+            if pending is not None:
+                await self._offer_waiting(target, pending)
+            pending = None
+            done = done | {name}
             source.partial = (raw, done)
+
+    def _stamp_again(self, target: StepBinding, raw: bytes) -> bytes | None:
+        """``raw``'s packet (already validated and counted) stamped for ``target``."""
+        packet, _flow = split_process_message(raw)
+        if packet is None:
+            return None
+        sequence = 0 if is_heartbeat(packet, _DATA) else target.next_sequence()
+        return restamp(target.stamp, packet, sequence or None)
+
+    async def _offer_waiting(self, target: StepBinding, outgoing: bytes) -> None:
+        """Offer ``outgoing`` to ``target``'s buffer, waiting while a ``block`` buffer is
+        full; counted lost when the target is released first."""
+        size = len(outgoing)
+        channel = target.channel
+        while True:
+            try:
+                channel.send_nowait(outgoing, size)
+                return
+            except trio.WouldBlock:
+                pass
+            except trio.ClosedResourceError:
+                break
+            try:
+                await channel.wait_room(size)
+            except trio.ClosedResourceError:
+                break  # the target was released while this packet waited for room in it
+        self._lost_to_release(target)
 
     def _lost_to_release(self, target: StepBinding) -> None:
         counters = self.metrics.counters_for(target.key, target.counters)

@@ -203,6 +203,17 @@ class BufferCore(Generic[T]):
         if self.budget is not None:
             self.budget.release(size)
 
+    def can_bypass(self, size: int) -> bool:
+        """Whether an item of ``size`` bytes may go straight to the consumer: nothing is
+        buffered or leased (it would overtake nothing) and it would have fitted."""
+        return not self._items and not self.in_flight and size <= self.limits.max_bytes
+
+    def bypassed(self) -> None:
+        """Count one item that went straight to the consumer: offered, accepted and taken."""
+        self.offered += 1
+        self.accepted += 1
+        self.taken += 1
+
     def take(self, max_items: int | None = None) -> list[T]:
         """Remove and return up to ``max_items`` items (all when None), oldest first."""
         return [item for item, _size in self.settle(self.lease(max_items))]
@@ -373,6 +384,16 @@ class BoundedChannel(Generic[T]):
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    def can_bypass(self, size: int) -> bool:
+        """Whether the caller may hand an item of ``size`` bytes straight to the consumer
+        instead of buffering it: open, nothing buffered or leased (no item is overtaken), and
+        it would fit. Count it with :meth:`bypassed` once handed."""
+        return not self._closed and self._core.can_bypass(size)
+
+    def bypassed(self) -> None:
+        """Count one item handed straight to the consumer (offered and taken at once)."""
+        self._core.bypassed()
 
     def _report(self, dropped: tuple[tuple[T, int, DropReason], ...]) -> None:
         if self._on_drop is not None:

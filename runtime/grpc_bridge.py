@@ -236,6 +236,8 @@ class _StreamEnds:
         self.written_bytes = 0
         #: A message object (compared by identity) that ``written`` does not count.
         self.uncounted: object | None = None
+        #: Called (synchronously, on the trio thread) after each write to the connection.
+        self.on_written: Callable[[], None] | None = None
 
     def _count_written(self, messages: list[Any]) -> None:
         marker = self.uncounted
@@ -243,6 +245,8 @@ class _StreamEnds:
             messages = [message for message in messages if message is not marker]
         self.written += len(messages)
         self.written_bytes += sum(map(len, messages))
+        if self.on_written is not None:
+            self.on_written()
 
     def _check_receivable(self) -> None:
         pipe = self._inbound
@@ -306,6 +310,15 @@ class _StreamEnds:
         and ``trio.BrokenResourceError`` when the stream is gone.
         """
         await self.send_batch((message,))
+
+    def offer_nowait(self, message: Any) -> bool:
+        """Queue ``message`` now if the stream sends and the bridge's buffer has room;
+        False (nothing queued) otherwise. Never raises, never waits."""
+        pipe = self._outbound
+        if pipe.closed or len(pipe.items) >= pipe.capacity:
+            return False
+        pipe.put(message)
+        return True
 
     def send_nowait(self, message: Any) -> None:
         """Queue ``message`` now or raise ``trio.WouldBlock`` when the bridge's buffer is full."""

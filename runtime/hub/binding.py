@@ -43,6 +43,17 @@ class StreamSession:
         self.end_reason: str | None = None
         self.end_status: tuple[StatusCode, str] | None = None
         self.done = trio.Event()
+        #: Whether the binding's buffer may hand packets straight to this stream's bridge
+        #: (only while its deliver pump runs, so nothing it holds is overtaken).
+        self.direct = False
+
+    def hand_over(self, message: bytes) -> bool:
+        """Queue ``message`` on the stream if it may take it right now; True if it did (the
+        ledger counts it as handed)."""
+        if self.direct and self.stream.offer_nowait(message):
+            self.ledger.handed += 1
+            return True
+        return False
 
     def in_bridge(self) -> int:
         """Data packets handed to the stream and not yet written."""
@@ -56,6 +67,7 @@ class StreamSession:
         if self.end_reason is None:
             self.end_reason = reason
             self.end_status = (code, message)
+        self.direct = False
         self.stream.halt()
         self.stream.stop_receiving()
         self.stream.finish(code, message)

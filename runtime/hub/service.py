@@ -509,8 +509,19 @@ class Hub:
                         outgoing = target.stamp.stamp(raw, start, end, sequence)
                     else:
                         outgoing = restamp(target.stamp, packet, sequence or None)
+                    current = target.current
+                    channel = target.channel
+                    if (
+                        current is not None
+                        and current.direct
+                        and channel.can_bypass(len(outgoing))
+                        and current.hand_over(outgoing)
+                    ):
+                        # Nothing waits in the buffer: straight to the stream, no task switch.
+                        channel.bypassed()
+                        continue
                     try:
-                        target.channel.send_nowait(outgoing, len(outgoing))
+                        channel.send_nowait(outgoing, len(outgoing))
                         continue
                     except trio.ClosedResourceError:
                         self._lost_to_release(target)
@@ -650,13 +661,17 @@ class Hub:
             binding.refresh_written()
             self._progress.set()
 
-        await channel_to_stream(
-            binding.channel,
-            session.stream,
-            session.ledger,
-            idle=(self.settings.heartbeat_interval, session.heartbeat),
-            after_batch=written,
-        )
+        session.stream.on_written = written
+        session.direct = session.end_reason is None
+        try:
+            await channel_to_stream(
+                binding.channel,
+                session.stream,
+                session.ledger,
+                idle=(self.settings.heartbeat_interval, session.heartbeat),
+            )
+        finally:
+            session.direct = False
 
     # -- topology changes, expiry, shutdown --------------------------------------------------
 

@@ -269,6 +269,8 @@ class TargetStamp:
         )
         self.stream_id = stream_id
         self.stream_id_field: bytes = encode_string_field(1, stream_id) if stream_id else b""
+        #: Bytes :meth:`stamp` adds to a packet at most, less 32 (tags, lengths, sequence).
+        self.overhead: int = len(self.entries) + len(self.stream_id_field)
 
     def stamp(self, raw: bytes, start: int, end: int, sequence: int) -> bytes:
         """The ``ProcessResponse`` for the packet ``raw[start:end]`` (scanned, no envelope),

@@ -159,7 +159,8 @@ class BufferCore(Generic[T]):
             and self.depth_bytes + size <= self.limits.max_bytes
         )
 
-    def _budget_fits(self, size: int) -> bool:
+    def budget_fits(self, size: int) -> bool:
+        """Whether the shared memory budget has room for ``size`` more bytes."""
         return self.budget is None or self.budget.fits(size)
 
     def offer(self, item: T, size: int) -> Offer[T]:
@@ -169,7 +170,7 @@ class BufferCore(Generic[T]):
         if size > limits.max_bytes:
             self.drops[DropReason.OVERSIZE] += 1
             return Offer(accepted=False, dropped=((item, size, DropReason.OVERSIZE),))
-        if self.fits(size) and self._budget_fits(size):
+        if self.fits(size) and self.budget_fits(size):
             self._append(item, size)
             return Offer(accepted=True)
         if limits.policy is DropPolicy.BLOCK:
@@ -180,12 +181,12 @@ class BufferCore(Generic[T]):
             self.drops[reason] += 1
             return Offer(accepted=False, dropped=((item, size, reason),))
         evicted: list[tuple[T, int, DropReason]] = []
-        while self._items and not (self.fits(size) and self._budget_fits(size)):
+        while self._items and not (self.fits(size) and self.budget_fits(size)):
             old, old_size = self._items.popleft()
             self._release_bytes(old_size)
             self.drops[DropReason.DROP_OLDEST] += 1
             evicted.append((old, old_size, DropReason.DROP_OLDEST))
-        if not self._budget_fits(size):
+        if not self.budget_fits(size):
             self.drops[DropReason.BUDGET] += 1
             return Offer(accepted=False, dropped=(*evicted, (item, size, DropReason.BUDGET)))
         self._append(item, size)
@@ -395,6 +396,14 @@ class BoundedChannel(Generic[T]):
         """Count one item handed straight to the consumer (offered and taken at once)."""
         self._core.bypassed()
 
+    def accepts_now(self, size: int) -> bool:
+        """Whether :meth:`send_nowait` of an item of ``size`` bytes would not raise
+        ``trio.WouldBlock`` (a drop policy never makes a sender wait)."""
+        if self._closed or self._core.limits.policy is not DropPolicy.BLOCK:
+            return True
+        core = self._core
+        return not self._senders and core.fits(size) and core.budget_fits(size)
+
     def _report(self, dropped: tuple[tuple[T, int, DropReason], ...]) -> None:
         if self._on_drop is not None:
             for item, size, reason in dropped:
@@ -457,7 +466,7 @@ class BoundedChannel(Generic[T]):
                 await trio.lowlevel.checkpoint()
                 return
             if core.fits(size):
-                if core._budget_fits(size):  # noqa: SLF001 - same module family
+                if core.budget_fits(size):
                     await trio.lowlevel.checkpoint()
                     return
                 assert core.budget is not None

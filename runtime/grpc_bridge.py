@@ -95,6 +95,8 @@ class _Pipe(Generic[T]):
         self.error: BaseException | None = None
         self._lot = trio.lowlevel.ParkingLot()
         self._futures: list[asyncio.Future[None]] = []
+        #: Takes the leading received items itself, before they are queued (see ``sink``).
+        self.sink: Callable[[list[T]], int] | None = None
 
     def wake(self) -> None:
         """Wake every waiter of either loop; each re-checks its own condition."""
@@ -273,6 +275,17 @@ class _StreamEnds:
         taken = pipe.take(max_items)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return taken
+
+    @property
+    def sink(self) -> Callable[[list[Any]], int] | None:
+        """A synchronous callback given each run of newly received messages when nothing is
+        queued ahead of them; it returns how many leading ones it took (handled entirely: they
+        are never queued). The rest are queued for :meth:`receive_batch` as usual."""
+        return self._inbound.sink
+
+    @sink.setter
+    def sink(self, sink: Callable[[list[Any]], int] | None) -> None:
+        self._inbound.sink = sink
 
     def unreceive(self, messages: Sequence[Any]) -> None:
         """Put received ``messages`` back in front of what is still to be received."""
@@ -533,6 +546,20 @@ def _count_received(stream: Any, count: int) -> None:
     connection.last_message_received = time.monotonic()
 
 
+def _sink(inbound: _Pipe[Any], messages: list[Any]) -> list[Any]:
+    """Offer ``messages`` to the inbound sink; the ones it did not take. A sink that raises
+    is logged and switched off: every message then goes through the pipe."""
+    sink = inbound.sink
+    assert sink is not None
+    try:
+        taken = sink(messages)
+    except Exception:
+        log.exception("the stream's read callback failed; the stream's reader takes over")
+        inbound.sink = None
+        return messages
+    return messages[taken:] if taken else messages
+
+
 async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> None:
     """Move received messages into ``inbound`` until the peer ends (then close it); a failure
     closes it with the translated error, which the trio side raises.
@@ -565,6 +592,8 @@ async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> 
             messages, pending = split_messages(pending + chunk if pending else chunk)
             if messages:
                 _count_received(stream, len(messages))
+                if inbound.sink is not None and not inbound.items and not inbound.closed:
+                    messages = _sink(inbound, messages)
                 inbound.put_all(messages)
     except asyncio.CancelledError:
         inbound.close(trio.BrokenResourceError("stream cancelled"))

@@ -46,6 +46,9 @@ class StreamSession:
         #: Whether the binding's buffer may hand packets straight to this stream's bridge
         #: (only while its deliver pump runs, so nothing it holds is overtaken).
         self.direct = False
+        #: Whether the binding's actor waits for the stream's next batch holding nothing (the
+        #: read callback may then route new messages itself, in order).
+        self.idle = False
 
     def hand_over(self, message: bytes) -> bool:
         """Queue ``message`` on the stream if it may take it right now; True if it did (the
@@ -68,6 +71,7 @@ class StreamSession:
             self.end_reason = reason
             self.end_status = (code, message)
         self.direct = False
+        self.idle = False
         self.stream.halt()
         self.stream.stop_receiving()
         self.stream.finish(code, message)

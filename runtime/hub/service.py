@@ -82,6 +82,9 @@ LOST_REMOVED: Final = "storyrun_removed"
 LOST_EXPIRED: Final = "binding_expired"
 LOST_BUDGET: Final = "budget"
 LOST_ACTOR_FAILED: Final = "actor_failed"
+#: Bytes a stamped ``ProcessResponse`` may add to a packet besides the target's constants
+#: (wrapper tag and length, envelope tag, length and sequence).
+_STAMP_SLACK: Final = 32
 
 
 def heartbeat_packet() -> bytes:
@@ -442,11 +445,15 @@ class Hub:
         back to it when this is cancelled or fails (a restarted actor resumes there)."""
         stream = session.stream
         limit = self.settings.max_packet_bytes
+        stream.sink = functools.partial(self._route_now, binding, session)
         while True:
+            session.idle = binding.partial is None
             try:
                 batch = await stream.receive_batch()
             except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
                 return
+            finally:
+                session.idle = False
             routes = self.topologies.lookup(binding.namespace, binding.storyrun)
             targets = routes.targets(binding.step) if routes is not None else ()
             if routes is None or binding.released:
@@ -509,25 +516,8 @@ class Hub:
                         outgoing = target.stamp.stamp(raw, start, end, sequence)
                     else:
                         outgoing = restamp(target.stamp, packet, sequence or None)
-                    current = target.current
-                    channel = target.channel
-                    if (
-                        current is not None
-                        and current.direct
-                        and channel.can_bypass(len(outgoing))
-                        and current.hand_over(outgoing)
-                    ):
-                        # Nothing waits in the buffer: straight to the stream, no task switch.
-                        channel.bypassed()
+                    if self._offer_now(target, outgoing):
                         continue
-                    try:
-                        channel.send_nowait(outgoing, len(outgoing))
-                        continue
-                    except trio.ClosedResourceError:
-                        self._lost_to_release(target)
-                        continue
-                    except trio.WouldBlock:
-                        pass
                     # A full ``block`` buffer: wait for it (and route to the rest) holding
                     # nothing but this message, which stays the stream's until routed.
                     done = done.union(name for name, _, _ in resolved[:index])
@@ -537,6 +527,71 @@ class Hub:
                     break
             routed += 1
             binding.partial = None
+        return routed
+
+    def _offer_now(self, target: StepBinding, outgoing: bytes) -> bool:
+        """Offer ``outgoing`` to ``target`` without waiting: straight to its stream when
+        nothing waits in its buffer (no task switch), else into the buffer (a policy drop or,
+        for a released target, a loss, are counted). False only when a full ``block``
+        buffer would make the caller wait."""
+        current = target.current
+        channel = target.channel
+        size = len(outgoing)
+        if (
+            current is not None
+            and current.direct
+            and channel.can_bypass(size)
+            and current.hand_over(outgoing)
+        ):
+            channel.bypassed()
+            return True
+        try:
+            channel.send_nowait(outgoing, size)
+        except trio.ClosedResourceError:
+            self._lost_to_release(target)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    def _route_now(self, binding: StepBinding, session: StreamSession, batch: list[bytes]) -> int:
+        """The stream's read callback: route the leading messages of ``batch`` at once when
+        the binding's actor is idle, waiting for its next batch (so order holds); return how
+        many were routed. It stops at the first message that needs the general path, or a
+        full ``block`` buffer, or when the actor is busy: the actor gets the rest."""
+        if not session.idle or binding.partial is not None or binding.released:
+            return 0
+        routes = self.topologies.lookup(binding.namespace, binding.storyrun)
+        if routes is None:
+            return 0
+        targets = routes.targets(binding.step)
+        resolved = self._resolve(binding, routes, targets)
+        limit = self.settings.max_packet_bytes
+        counters = binding.counters
+        routed = 0
+        for raw in batch:
+            kind, start, end, _, _ = scan_process(raw, limit, IDENTITY_KEYS)
+            if kind == SLOW:
+                break
+            if kind != NO_PACKET:
+                bound = end - start + _STAMP_SLACK
+                if not all(
+                    target is None or target.channel.accepts_now(bound + target.stamp.overhead)
+                    for _, target, _ in resolved
+                ):
+                    break
+                heartbeat = kind == HEARTBEAT
+                if heartbeat:
+                    counters.heartbeats_in += 1
+                else:
+                    counters.packets_in += 1
+                    counters.bytes_in += end - start
+                for _, target, refused in resolved:
+                    if target is None:
+                        counters.lost[refused] += 1
+                        continue
+                    sequence = 0 if heartbeat else target.next_sequence()
+                    self._offer_now(target, target.stamp.stamp(raw, start, end, sequence))
+            routed += 1
         return routed
 
     def _resolve(

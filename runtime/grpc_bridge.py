@@ -28,6 +28,7 @@ import grpclib.client
 import grpclib.const
 import grpclib.exceptions
 import grpclib.server
+import h2.exceptions
 import h2.settings
 import trio
 import trio_asyncio
@@ -108,6 +109,11 @@ class _Pipe(Generic[T]):
                 if not future.done():
                     future.set_result(None)
 
+    def wake_trio(self) -> None:
+        """Wake the trio-side waiters only."""
+        if self._lot:
+            self._lot.unpark_all()
+
     def put(self, item: T) -> None:
         """Append ``item`` (the caller checked :meth:`has_room` or accepts overshoot)."""
         self.items.append(item)
@@ -172,9 +178,9 @@ def _frame_messages(messages: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
-def _take_coalesced(pipe: _Pipe[Any]) -> list[Any]:
+def _take_coalesced(pipe: _Pipe[Any], *, wake: bool = True) -> list[Any]:
     """Take queued messages up to about :data:`_COALESCE_BYTES` (at least one); nothing
-    once the pipe was halted."""
+    once the pipe was halted. ``wake`` wakes senders waiting for room."""
     taken: list[Any] = []
     if pipe.halted:
         return taken
@@ -184,7 +190,7 @@ def _take_coalesced(pipe: _Pipe[Any]) -> list[Any]:
         message = items.popleft()
         size += len(message) if isinstance(message, bytes) else 64
         taken.append(message)
-    if taken:
+    if taken and wake:
         pipe.wake()  # a sender may wait for room for a whole batch, not just one item
     return taken
 
@@ -199,6 +205,37 @@ async def _write_server(
     stream._send_message_done = True  # noqa: SLF001
     stream._messages_sent += len(messages)  # noqa: SLF001
     stream._stream.connection.messages_sent += len(messages)  # noqa: SLF001
+
+
+def _write_now(stream: Any, messages: list[Any], ends: _StreamEnds) -> bool:
+    """Write ``messages`` synchronously when HTTP/2 lets it all go at once (the connection
+    is writable, the stream's window and the frame size take it whole); False, having written
+    nothing, otherwise. Called only while the stream's send pump is parked with nothing
+    queued, so it never interleaves with the pump's writes; it saves waking the pump."""
+    h2_stream = stream._stream  # noqa: SLF001
+    connection = h2_stream.connection
+    if not connection.write_ready.is_set():
+        return False
+    data = _frame_messages(messages)
+    size = len(data)
+    h2_connection = h2_stream._h2_connection  # noqa: SLF001
+    try:
+        if size > h2_connection.max_outbound_frame_size:
+            return False
+        if h2_connection.local_flow_control_window(h2_stream.id) < size:
+            return False
+        h2_connection.send_data(h2_stream.id, data)
+    except h2.exceptions.H2Error:
+        return False  # the stream is closing: the pump (woken by the caller) finds out
+    h2_stream._transport.write(h2_connection.data_to_send())  # noqa: SLF001
+    h2_stream.data_sent += size
+    connection.data_sent += size
+    connection.data_send_process()
+    stream._send_message_done = True  # noqa: SLF001
+    stream._messages_sent += len(messages)  # noqa: SLF001
+    connection.messages_sent += len(messages)
+    ends._count_written(messages)  # noqa: SLF001
+    return True
 
 
 async def _write_client(
@@ -240,6 +277,8 @@ class _StreamEnds:
         self.uncounted: object | None = None
         #: Called (synchronously, on the trio thread) after each write to the connection.
         self.on_written: Callable[[], None] | None = None
+        #: Set by the send pump while it waits with nothing queued: writes synchronously.
+        self._write_now: Callable[[list[Any]], bool] | None = None
 
     def _count_written(self, messages: list[Any]) -> None:
         marker = self.uncounted
@@ -326,12 +365,42 @@ class _StreamEnds:
 
     def offer_nowait(self, message: Any) -> bool:
         """Queue ``message`` now if the stream sends and the bridge's buffer has room;
-        False (nothing queued) otherwise. Never raises, never waits."""
+        False (nothing queued) otherwise. Never raises, never waits.
+
+        While the send pump waits with nothing to do, the message is only queued: the caller
+        must :meth:`flush` once it has offered all it has (so one pass writes many messages
+        with one socket write, and no task is woken for it).
+        """
         pipe = self._outbound
         if pipe.closed or len(pipe.items) >= pipe.capacity:
             return False
-        pipe.put(message)
+        if self._write_now is not None:
+            pipe.items.append(message)
+        else:
+            pipe.put(message)
         return True
+
+    @property
+    def unflushed(self) -> bool:
+        """Whether :meth:`offer_nowait` queued messages that wait for :meth:`flush`."""
+        return self._write_now is not None and bool(self._outbound.items)
+
+    def flush(self) -> None:
+        """Write what :meth:`offer_nowait` queued: right now when the connection takes it
+        whole, else by waking the send pump (which waits for HTTP/2 flow control)."""
+        pipe = self._outbound
+        while pipe.items and not pipe.closed:
+            writer = self._write_now
+            if writer is None:
+                break
+            batch = _take_coalesced(pipe, wake=False)
+            if not writer(batch):
+                pipe.items.extendleft(reversed(batch))
+                break
+        if pipe.items:
+            pipe.wake()  # the pump writes what is left when the window opens
+        else:
+            pipe.wake_trio()  # senders waiting for room may go on
 
     def send_nowait(self, message: Any) -> None:
         """Queue ``message`` now or raise ``trio.WouldBlock`` when the bridge's buffer is full."""
@@ -668,7 +737,15 @@ async def _serve_pumps(stream: grpclib.server.Stream[Any, Any], ends: ServerStre
                 continue
             if outbound.closed:
                 return  # halted: what is left is the trio side's to withdraw
-            await outbound.aio_wait()
+            if headers_sent:
+                ends._write_now = write_now  # noqa: SLF001
+            try:
+                await outbound.aio_wait()
+            finally:
+                ends._write_now = None  # noqa: SLF001
+
+    def write_now(messages: list[Any]) -> bool:
+        return _write_now(stream, messages, ends)
 
     async with asyncio.TaskGroup() as group:
         receiver = group.create_task(_receive_into(stream, inbound, trailers=False))
@@ -899,7 +976,14 @@ async def _client_pumps(
                     if outbound.error is None:
                         await stream.end()
                     return
-                await outbound.aio_wait()
+                ends._write_now = write_now  # noqa: SLF001
+                try:
+                    await outbound.aio_wait()
+                finally:
+                    ends._write_now = None  # noqa: SLF001
+
+        def write_now(messages: list[Any]) -> bool:
+            return _write_now(stream, messages, ends)
 
         async with asyncio.TaskGroup() as group:
             receiver = group.create_task(_receive_into(stream, inbound, trailers=True))

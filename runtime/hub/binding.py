@@ -49,12 +49,17 @@ class StreamSession:
         #: Whether the binding's actor waits for the stream's next batch holding nothing (the
         #: read callback may then route new messages itself, in order).
         self.idle = False
+        #: Whether the hub must flush this stream after the pass that handed it packets.
+        self.dirty = False
 
     def hand_over(self, message: bytes) -> bool:
         """Queue ``message`` on the stream if it may take it right now; True if it did (the
-        ledger counts it as handed)."""
+        ledger counts it as handed). The caller flushes the stream after its pass when
+        :attr:`dirty` became set."""
         if self.direct and self.stream.offer_nowait(message):
             self.ledger.handed += 1
+            if not self.dirty and self.stream.unflushed:
+                self.dirty = True
             return True
         return False
 

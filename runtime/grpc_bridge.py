@@ -18,7 +18,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import struct
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -30,12 +29,14 @@ import grpclib.exceptions
 import grpclib.server
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 import trio
 import trio_asyncio
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase
 
+from bobravoz.protocol.framing import frame_messages, split_messages
 from bobravoz.runtime.endpoints import Endpoint, prepare_unix_socket
 from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
@@ -162,20 +163,22 @@ class _Pipe(Generic[T]):
         await future
 
 
-_MESSAGE_PREFIX: Final = struct.Struct(">?I")
+def _short_data_frame_repr(frame: hyperframe.frame.DataFrame) -> str:
+    return f"<{len(frame.data)} bytes of data>"
+
+
+# h2 formats ``repr(frame)`` of every frame it receives for a trace log call that discards it,
+# and a DATA frame's repr serialises its body again and hex-dumps it: measured at 2-5 % of the
+# hub's CPU at peak. Its repr here names the size only.
+hyperframe.frame.DataFrame._body_repr = _short_data_frame_repr  # type: ignore[method-assign,assignment]  # noqa: SLF001
+
 #: Bytes coalesced into one HTTP/2 write at most (grpclib splits it into frames as needed).
 _COALESCE_BYTES: Final = 256 * 1024
 
 
 def _frame_messages(messages: Sequence[Any]) -> bytes:
     """Length-prefixed gRPC messages, concatenated: several fit one HTTP/2 DATA frame."""
-    pack = _MESSAGE_PREFIX.pack
-    parts: list[bytes] = []
-    for message in messages:
-        raw = message if isinstance(message, bytes) else bytes(message)
-        parts.append(pack(False, len(raw)))
-        parts.append(raw)
-    return b"".join(parts)
+    return frame_messages([m if isinstance(m, bytes) else bytes(m) for m in messages])
 
 
 def _take_coalesced(pipe: _Pipe[Any], *, wake: bool = True) -> list[Any]:
@@ -585,26 +588,6 @@ async def _read_chunk(h2_stream: Any) -> bytes:
         return first
     rest: bytes = await h2_stream.recv_data(queued)
     return first + rest
-
-
-def split_messages(data: bytes) -> tuple[list[bytes], bytes]:
-    """The complete length-prefixed gRPC messages at the start of ``data``, and the bytes of
-    an incomplete one after them. Raises ``ValueError`` for a compressed message (the
-    transport never negotiates compression)."""
-    messages: list[bytes] = []
-    offset = 0
-    size = len(data)
-    unpack = _MESSAGE_PREFIX.unpack_from
-    while offset + 5 <= size:
-        compressed, length = unpack(data, offset)
-        start = offset + 5
-        if start + length > size:
-            break
-        if compressed:
-            raise ValueError("a compressed gRPC message (compression is not negotiated)")
-        messages.append(data[start : start + length])
-        offset = start + length
-    return messages, data[offset:] if offset < size else b""
 
 
 def _count_received(stream: Any, count: int) -> None:

@@ -368,6 +368,9 @@ class BoundedChannel(Generic[T]):
         self._senders = trio.lowlevel.ParkingLot()  # waiting for room
         self._receivers = trio.lowlevel.ParkingLot()  # waiting for items
         self._emptied = trio.lowlevel.ParkingLot()
+        #: Set by the consumer while it can take an item directly (see :meth:`send_nowait`);
+        #: it returns False when it cannot take this one after all.
+        self.handoff: Callable[[T], bool] | None = None
 
     @property
     def limits(self) -> ChannelLimits:
@@ -388,16 +391,6 @@ class BoundedChannel(Generic[T]):
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
-
-    def can_bypass(self, size: int) -> bool:
-        """Whether the caller may hand an item of ``size`` bytes straight to the consumer
-        instead of buffering it: open, nothing buffered or leased (no item is overtaken), and
-        it would fit. Count it with :meth:`bypassed` once handed."""
-        return not self._closed and self._core.can_bypass(size)
-
-    def bypassed(self) -> None:
-        """Count one item handed straight to the consumer (offered and taken at once)."""
-        self._core.bypassed()
 
     def accepts_now(self, size: int) -> bool:
         """Whether :meth:`send_nowait` of an item of ``size`` bytes would not raise
@@ -421,11 +414,17 @@ class BoundedChannel(Generic[T]):
 
         Raises ``trio.WouldBlock`` under ``block`` when it does not fit (or other senders are
         already waiting: FIFO fairness), ``trio.ClosedResourceError`` after :meth:`close`.
+        When nothing is buffered, leased or waiting, the :attr:`handoff` (if any) may take
+        the item straight to the consumer: it is counted as offered and taken at once.
         """
         if self._closed:
             raise trio.ClosedResourceError(f"channel {self.name} is closed")
-        if self._senders and self._core.limits.policy is DropPolicy.BLOCK:
-            raise trio.WouldBlock
+        if self._senders:
+            if self._core.limits.policy is DropPolicy.BLOCK:
+                raise trio.WouldBlock
+        elif self.handoff is not None and self._core.can_bypass(size) and self.handoff(item):
+            self._core.bypassed()
+            return True
         offer = self._core.offer(item, size)
         if offer.dropped:
             self._report(offer.dropped)

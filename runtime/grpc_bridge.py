@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Generic, TypeVar, final
 
 import grpclib.client
@@ -99,6 +99,8 @@ class _Pipe(Generic[T]):
         self._futures: list[asyncio.Future[None]] = []
         #: Takes the leading received items itself, before they are queued (see ``sink``).
         self.sink: Callable[[list[T]], int] | None = None
+        #: Received bytes of a message whose rest has not arrived yet (inbound pipes).
+        self.partial = b""
 
     def wake(self) -> None:
         """Wake every waiter of either loop; each re-checks its own condition."""
@@ -260,6 +262,50 @@ def _broken(pipe: _Pipe[Any], what: str) -> trio.BrokenResourceError:
     return error
 
 
+@final
+class _WriteBehind:
+    """The write-behind passes open on this thread, and the streams they left to flush."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.streams: list[_StreamEnds] = []
+
+
+_BEHIND: Final = _WriteBehind()
+
+
+@contextlib.contextmanager
+def write_behind() -> Iterator[None]:
+    """A synchronous pass (never ``await`` inside) whose :meth:`~_StreamEnds.offer_nowait`
+    calls are written when it ends: one socket write per stream for all it offered, instead
+    of one per message. Nested passes flush when the outermost ends."""
+    begin_write_behind()
+    try:
+        yield
+    finally:
+        end_write_behind()
+
+
+def begin_write_behind() -> None:
+    """Open a write-behind pass (:func:`write_behind` without a ``with`` block); end it with
+    :func:`end_write_behind` before any ``await``."""
+    _BEHIND.depth += 1
+
+
+def end_write_behind() -> None:
+    """End the pass :func:`begin_write_behind` opened (the outermost one flushes)."""
+    _BEHIND.depth -= 1
+    if not _BEHIND.depth:
+        flush_behind()
+
+
+def flush_behind() -> None:
+    """Write what the open passes offered so far (before a pass must ``await``)."""
+    streams = _BEHIND.streams
+    while streams:
+        streams.pop().flush()
+
+
 class _StreamEnds:
     """The trio-facing half shared by server and client streams.
 
@@ -282,6 +328,8 @@ class _StreamEnds:
         self.on_written: Callable[[], None] | None = None
         #: Set by the send pump while it waits with nothing queued: writes synchronously.
         self._write_now: Callable[[list[Any]], bool] | None = None
+        #: Whether messages wait for the end of the current write-behind pass.
+        self._behind = False
 
     def _count_written(self, messages: list[Any]) -> None:
         marker = self.uncounted
@@ -370,27 +418,29 @@ class _StreamEnds:
         """Queue ``message`` now if the stream sends and the bridge's buffer has room;
         False (nothing queued) otherwise. Never raises, never waits.
 
-        While the send pump waits with nothing to do, the message is only queued: the caller
-        must :meth:`flush` once it has offered all it has (so one pass writes many messages
-        with one socket write, and no task is woken for it).
+        While the send pump waits with nothing to do, the message is written right away (no
+        task switch) or, inside :func:`write_behind`, when that pass ends (one socket write
+        for all the pass offered).
         """
         pipe = self._outbound
         if pipe.closed or len(pipe.items) >= pipe.capacity:
             return False
-        if self._write_now is not None:
+        writer = self._write_now
+        if writer is None:
+            pipe.put(message)
+        elif _BEHIND.depth:
             pipe.items.append(message)
-        else:
+            if not self._behind:
+                self._behind = True
+                _BEHIND.streams.append(self)
+        elif pipe.items or not writer([message]):
             pipe.put(message)
         return True
 
-    @property
-    def unflushed(self) -> bool:
-        """Whether :meth:`offer_nowait` queued messages that wait for :meth:`flush`."""
-        return self._write_now is not None and bool(self._outbound.items)
-
     def flush(self) -> None:
-        """Write what :meth:`offer_nowait` queued: right now when the connection takes it
-        whole, else by waking the send pump (which waits for HTTP/2 flow control)."""
+        """Write what :meth:`offer_nowait` queued behind: right now when the connection takes
+        it whole, else by waking the send pump (which waits for HTTP/2 flow control)."""
+        self._behind = False
         pipe = self._outbound
         while pipe.items and not pipe.closed:
             writer = self._write_now
@@ -599,12 +649,14 @@ def _count_received(stream: Any, count: int) -> None:
 
 
 def _sink(inbound: _Pipe[Any], messages: list[Any]) -> list[Any]:
-    """Offer ``messages`` to the inbound sink; the ones it did not take. A sink that raises
-    is logged and switched off: every message then goes through the pipe."""
+    """Offer ``messages`` to the inbound sink (under :func:`write_behind`); the ones it did
+    not take. A sink that raises is logged and switched off: every message then goes through
+    the pipe."""
     sink = inbound.sink
     assert sink is not None
     try:
-        taken = sink(messages)
+        with write_behind():
+            taken = sink(messages)
     except Exception:
         log.exception("the stream's read callback failed; the stream's reader takes over")
         inbound.sink = None
@@ -612,19 +664,55 @@ def _sink(inbound: _Pipe[Any], messages: list[Any]) -> list[Any]:
     return messages[taken:] if taken else messages
 
 
+def _install_eager_reader(stream: Any, inbound: _Pipe[Any]) -> None:
+    """Let the connection's read callback hand a stream's messages to its sink at once.
+
+    grpclib queues each DATA frame in the stream's buffer and wakes the reading task; while
+    that task waits with nothing buffered, nothing queued in ``inbound`` and a sink set, the
+    frame is split and given to the sink right in the read callback instead (its window is
+    acknowledged as grpclib's read would), saving the task switch. Anything else takes
+    grpclib's path, in order.
+    """
+    buffer = stream._stream.buffer  # noqa: SLF001 - grpclib's Buffer, pinned by the bridge tests
+    queue_data = buffer.add
+
+    def add(data: bytes, ack_size: int) -> None:
+        if (
+            inbound.sink is None
+            or inbound.items
+            or inbound.closed
+            or buffer._acked_size  # noqa: SLF001
+            or not buffer._unacked.empty()  # noqa: SLF001
+        ):
+            queue_data(data, ack_size)
+            return
+        try:
+            messages, partial = split_messages(inbound.partial + data if inbound.partial else data)
+        except ValueError:
+            queue_data(data, ack_size)  # the reading task reports it
+            return
+        inbound.partial = partial
+        buffer._ack_callback(ack_size)  # noqa: SLF001 - consumed, as a read would acknowledge
+        if messages:
+            _count_received(stream, len(messages))
+            inbound.put_all(_sink(inbound, messages))
+
+    buffer.add = add
+
+
 async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> None:
     """Move received messages into ``inbound`` until the peer ends (then close it); a failure
     closes it with the translated error, which the trio side raises.
 
     Reads in bulk (:func:`_read_chunk`): every message complete in what grpclib buffered is
-    put in one go, and the trio side is woken once.
+    put in one go, and the trio side is woken once. With a sink set, the read callback may
+    take them first (:func:`_install_eager_reader`).
     """
-    #: Bytes of a message whose rest has not arrived yet.
-    pending = b""
     try:
         if trailers and not stream._recv_initial_metadata_done:  # noqa: SLF001
             await stream.recv_initial_metadata()
         wrapper = stream._wrapper if trailers else contextlib.nullcontext()  # noqa: SLF001
+        _install_eager_reader(stream, inbound)
         while True:
             while not inbound.has_room() or inbound.stopped:
                 if inbound.stopped:
@@ -633,15 +721,16 @@ async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> 
             with wrapper:
                 chunk = await _read_chunk(stream._stream)  # noqa: SLF001
             if not chunk:
-                if pending:
+                if inbound.partial:
                     raise grpclib.exceptions.ProtocolError(
-                        f"the stream ended inside a message ({len(pending)} bytes of it)"
+                        f"the stream ended inside a message ({len(inbound.partial)} bytes of it)"
                     )
                 if trailers:
                     await stream.recv_trailing_metadata()
                 inbound.close()
                 return
-            messages, pending = split_messages(pending + chunk if pending else chunk)
+            partial = inbound.partial
+            messages, inbound.partial = split_messages(partial + chunk if partial else chunk)
             if messages:
                 _count_received(stream, len(messages))
                 if inbound.sink is not None and not inbound.items and not inbound.closed:
@@ -655,7 +744,7 @@ async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> 
         if status is not None:
             # The peer completed its response (trailers) and then reset the stream: the
             # messages it sent before the trailers are ours, even if grpclib drops them.
-            inbound.items.extend(_salvage(stream, pending))
+            inbound.items.extend(_salvage(stream, inbound.partial))
         if status is StatusCode.OK:
             inbound.close()  # the server finished with OK before we half-closed: a clean end
         elif isinstance(status, RemoteStatusError):

@@ -20,6 +20,7 @@ from typing import Any, Protocol, final
 import trio
 
 from bobravoz.runtime.channel import BoundedChannel, Lease
+from bobravoz.runtime.grpc_bridge import write_behind
 from bobravoz.runtime.status import RemoteStatusError
 
 
@@ -38,6 +39,9 @@ class OutboundStream(Protocol):
     def withdraw(self) -> list[Any]:
         """Halt and return the queued, unwritten messages."""
 
+    def offer_nowait(self, message: Any) -> bool:
+        """Queue one message now if it fits (never waits, never raises)."""
+
 
 class InboundStream(Protocol):
     """The receiving half of a bridge stream (server or client)."""
@@ -47,6 +51,8 @@ class InboundStream(Protocol):
 
     def unreceive(self, messages: Sequence[Any]) -> None:
         """Put taken messages back in front."""
+
+    sink: Callable[[list[Any]], int] | None
 
 
 @final
@@ -86,8 +92,22 @@ async def channel_to_stream(
     """Move ``channel`` to ``stream`` until the stream no longer sends (returns then).
 
     ``encode`` frames each item for the stream; ``idle`` = (seconds, message) sends that
-    message (a heartbeat, not counted in the ledger) after each idle period.
+    message (a heartbeat, not counted in the ledger) after each idle period. While it runs,
+    the channel's :attr:`~BoundedChannel.handoff` gives an item offered to the empty channel
+    straight to the stream (counted in the ledger, and followed by ``after_batch``, like a
+    batch of one).
     """
+
+    def hand(item: bytes) -> bool:
+        # The channel is empty and nothing is leased: straight to the stream, in order.
+        if stream.offer_nowait(encode(item) if encode else item):
+            ledger.handed += 1
+            if after_batch is not None:
+                after_batch()
+            return True
+        return False
+
+    channel.handoff = hand
     try:
         while True:
             if idle is None or channel.depth:
@@ -110,6 +130,9 @@ async def channel_to_stream(
                 after_batch()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
+    finally:
+        if channel.handoff is hand:
+            channel.handoff = None
 
 
 def settle_stream(
@@ -137,12 +160,15 @@ class ResumePoint:
     """Where :func:`stream_to_channel` stopped: the message it was waiting to hand on and its
     transformed item, so a resumed pump does not transform (and count) it twice."""
 
-    __slots__ = ("item", "message", "waiting")
+    __slots__ = ("idle", "item", "message", "waiting")
 
     def __init__(self) -> None:
         self.message: Any = None
         self.item: bytes | None = None
         self.waiting = False
+        #: The pump waits for the stream's next batch holding nothing (its read callback may
+        #: then hand messages on itself).
+        self.idle = False
 
     def wait_for(self, message: Any, item: bytes) -> None:
         """Remember ``message`` (put back at the front if the wait is cancelled)."""
@@ -151,6 +177,31 @@ class ResumePoint:
     def clear(self) -> None:
         """Nothing is waiting any more."""
         self.message, self.item, self.waiting = None, None, False
+
+
+def _hand_on(
+    batch: list[Any],
+    start: int,
+    channel: BoundedChannel[bytes],
+    transform: Callable[[Any], bytes | None],
+    point: ResumePoint,
+) -> int:
+    """Hand ``batch[start:]`` to ``channel`` without waiting; return the index of the first
+    message not handed on (``point`` then holds it and its item, for a wait for room)."""
+    done = start
+    for index in range(start, len(batch)):
+        message = batch[index]
+        # The message this pump was waiting to hand on was transformed (and counted) already.
+        item = point.item if point.waiting and message is point.message else transform(message)
+        if item is not None:
+            try:
+                channel.send_nowait(item, len(item))
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                point.wait_for(message, item)
+                return done
+            point.clear()
+        done += 1
+    return done
 
 
 async def stream_to_channel(
@@ -165,31 +216,41 @@ async def stream_to_channel(
     rejections). Waiting for room is cancellable and holds nothing: untaken messages go back
     to the stream, and ``resume`` (kept by the caller across restarts) remembers the one
     already transformed. Raises ``trio.ClosedResourceError`` if the channel closes.
+
+    While the pump waits for the next batch, the stream's read callback hands messages on
+    itself (the stream's ``sink``), under one write-behind pass, up to the first one that
+    would have to wait; the pump gets the rest, in order.
     """
     point = resume or ResumePoint()
-    while True:
-        try:
-            batch = await stream.receive_batch()
-        except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
-            return
-        done = 0
-        try:
-            for message in batch:
-                if done == 0 and point.waiting and message is point.message:
-                    item = point.item  # the message this pump was waiting to hand on
-                else:
-                    item = transform(message)
-                if item is not None:
-                    size = len(item)
-                    while True:
-                        try:
-                            channel.send_nowait(item, size)
-                            break
-                        except trio.WouldBlock:
-                            point.wait_for(message, item)
-                            await channel.wait_room(size)
-                    point.clear()
-                done += 1
-        finally:
-            if done < len(batch):
-                stream.unreceive(batch[done:])
+
+    def take_now(messages: list[Any]) -> int:
+        if not point.idle or point.waiting:
+            return 0
+        return _hand_on(messages, 0, channel, transform, point)
+
+    stream.sink = take_now
+    try:
+        while True:
+            point.idle = not point.waiting
+            try:
+                batch = await stream.receive_batch()
+            except (trio.EndOfChannel, trio.BrokenResourceError, RemoteStatusError):
+                return
+            finally:
+                point.idle = False
+            done = 0
+            try:
+                while True:
+                    with write_behind():
+                        done = _hand_on(batch, done, channel, transform, point)
+                    if done == len(batch):
+                        break
+                    item = point.item
+                    assert item is not None
+                    await channel.wait_room(len(item))
+            finally:
+                if done < len(batch):
+                    stream.unreceive(batch[done:])
+    finally:
+        if stream.sink is take_now:
+            stream.sink = None

@@ -43,25 +43,9 @@ class StreamSession:
         self.end_reason: str | None = None
         self.end_status: tuple[StatusCode, str] | None = None
         self.done = trio.Event()
-        #: Whether the binding's buffer may hand packets straight to this stream's bridge
-        #: (only while its deliver pump runs, so nothing it holds is overtaken).
-        self.direct = False
         #: Whether the binding's actor waits for the stream's next batch holding nothing (the
         #: read callback may then route new messages itself, in order).
         self.idle = False
-        #: Whether the hub must flush this stream after the pass that handed it packets.
-        self.dirty = False
-
-    def hand_over(self, message: bytes) -> bool:
-        """Queue ``message`` on the stream if it may take it right now; True if it did (the
-        ledger counts it as handed). The caller flushes the stream after its pass when
-        :attr:`dirty` became set."""
-        if self.direct and self.stream.offer_nowait(message):
-            self.ledger.handed += 1
-            if not self.dirty and self.stream.unflushed:
-                self.dirty = True
-            return True
-        return False
 
     def in_bridge(self) -> int:
         """Data packets handed to the stream and not yet written."""
@@ -75,7 +59,6 @@ class StreamSession:
         if self.end_reason is None:
             self.end_reason = reason
             self.end_status = (code, message)
-        self.direct = False
         self.idle = False
         self.stream.halt()
         self.stream.stop_receiving()

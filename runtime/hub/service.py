@@ -45,7 +45,12 @@ from bobravoz.protocol.wire import PacketLayout, WireFormatError
 from bobravoz.runtime.channel import MemoryBudget
 from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.errors import SupervisorEscalation
-from bobravoz.runtime.grpc_bridge import ServerStream, serve_grpc
+from bobravoz.runtime.grpc_bridge import (
+    ServerStream,
+    begin_write_behind,
+    end_write_behind,
+    serve_grpc,
+)
 from bobravoz.runtime.handshake import (
     STEP_HEADER,
     STORYRUN_NAME_HEADER,
@@ -138,8 +143,6 @@ class Hub:
         self._live: set[ServerStream] = set()
         self._sessions = itertools.count(1)
         self._heartbeat = wrap_process_message(heartbeat_packet())
-        #: Streams handed packets in the current routing pass, to flush at its end.
-        self._dirty: list[StreamSession] = []
         self.budget = MemoryBudget(settings.max_buffered_bytes)
         self.draining = False
         #: Set whenever a batch was written or a stream closed (drain waits on it).
@@ -485,6 +488,7 @@ class Hub:
         partial = binding.partial
         resolved = self._resolve(binding, routes, targets)
         routed = 0
+        begin_write_behind()
         try:
             for raw in batch:
                 done = partial[1] if partial is not None and partial[0] is raw else frozenset()
@@ -517,41 +521,30 @@ class Hub:
                             outgoing = restamp(target.stamp, packet, sequence or None)
                         if self._offer_now(target, outgoing):
                             continue
-                        self._flush()
                         # A full ``block`` buffer: wait for it (and route to the rest) holding
                         # nothing but this message, which stays the stream's until routed.
                         done = done.union(name for name, _, _ in resolved[:index])
                         binding.partial = (raw, done)
-                        await self._route(binding, routes, targets, outgoing, step)
+                        end_write_behind()  # what this pass offered is written before waiting
+                        try:
+                            await self._route(binding, routes, targets, outgoing, step)
+                        finally:
+                            begin_write_behind()
                         resolved = self._resolve(binding, routes, targets)
                         break
                 routed += 1
                 binding.partial = None
         finally:
-            self._flush()
+            end_write_behind()
             if routed < len(batch):
                 stream.unreceive(batch[routed:])
 
     def _offer_now(self, target: StepBinding, outgoing: bytes) -> bool:
-        """Offer ``outgoing`` to ``target`` without waiting: straight to its stream when
-        nothing waits in its buffer (no task switch), else into the buffer (a policy drop or,
-        for a released target, a loss, are counted). False only when a full ``block``
-        buffer would make the caller wait."""
-        current = target.current
-        channel = target.channel
-        size = len(outgoing)
-        if (
-            current is not None
-            and current.direct
-            and channel.can_bypass(size)
-            and current.hand_over(outgoing)
-        ):
-            channel.bypassed()
-            if current.dirty and current not in self._dirty:
-                self._dirty.append(current)
-            return True
+        """Offer ``outgoing`` to ``target`` without waiting (straight to its stream when
+        nothing waits in its buffer; a policy drop or, for a released target, a loss, are
+        counted). False only when a full ``block`` buffer would make the caller wait."""
         try:
-            channel.send_nowait(outgoing, size)
+            target.channel.send_nowait(outgoing, len(outgoing))
         except trio.ClosedResourceError:
             self._lost_to_release(target)
         except trio.WouldBlock:
@@ -603,17 +596,7 @@ class Hub:
             # failure under its supervisor); this one is logged and counted here.
             log.exception("routing in the read callback of %s failed", binding.key)
             self.metrics.failures["read_callback"] += 1
-        finally:
-            self._flush()
         return routed
-
-    def _flush(self) -> None:
-        """End of a routing pass: write what it handed to streams (one write per stream)."""
-        dirty = self._dirty
-        while dirty:
-            session = dirty.pop()
-            session.dirty = False
-            session.stream.flush()
 
     def _resolve(
         self, binding: StepBinding, routes: RunRoutes, targets: tuple[str, ...]
@@ -738,16 +721,12 @@ class Hub:
             self._progress.set()
 
         session.stream.on_written = written
-        session.direct = session.end_reason is None
-        try:
-            await channel_to_stream(
-                binding.channel,
-                session.stream,
-                session.ledger,
-                idle=(self.settings.heartbeat_interval, session.heartbeat),
-            )
-        finally:
-            session.direct = False
+        await channel_to_stream(
+            binding.channel,
+            session.stream,
+            session.ledger,
+            idle=(self.settings.heartbeat_interval, session.heartbeat),
+        )
 
     # -- topology changes, expiry, shutdown --------------------------------------------------
 

@@ -22,7 +22,14 @@ from bobravoz.protocol.gen.transport.v1 import (
 )
 from bobravoz.protocol.packets import EnvelopeFields
 
-__all__ = ["AudioFrame", "Envelope", "Packet", "VideoFrame", "decode_packet", "encode_packet"]
+__all__ = [
+    "AudioFrame",
+    "Envelope",
+    "Packet",
+    "VideoFrame",
+    "decode_packet",
+    "encode_packet",
+]
 
 
 #: Ordering and chunking fields of a packet (``transport.v1.StreamEnvelope``).

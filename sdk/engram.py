@@ -177,7 +177,8 @@ class _Session:
         self.unsent: collections.deque[bytes] = collections.deque()
         #: Packets received from the connector and not yet handed to the handler.
         self.received: collections.deque[Packet] = collections.deque()
-        self.connected_once = False
+        #: Set once the first connection is ready: the handler starts then.
+        self.ready = trio.Event()
 
     def context(self) -> StreamContext:
         settings = self.settings
@@ -345,12 +346,12 @@ async def _run_connection(session: _Session) -> None:
     ):
         await _wait_ready(control, settings.message_timeout)
         async with channel.open_stream(DATA_METHOD, {PROTOCOL_HEADER: PROTOCOL_VERSION}) as data:
-            if not session.connected_once:
+            if not session.ready.is_set():
                 # One machine-readable line: `bobravoz up` starts sources once every
                 # downstream engram can take packets.
-                session.connected_once = True
                 settle_heap()
                 report("ready", step=settings.step, component="engram")
+                session.ready.set()
             try:
                 await _run_pumps(data, control, session)
             finally:
@@ -400,6 +401,9 @@ async def serve_engram(handler: Handler, settings: EngramSettings) -> None:
     context = session.context()
 
     async def run_handler() -> None:
+        # The handler starts once the transport can carry what it emits: a source's first
+        # packets do not wait (and age) in the SDK while the process connects.
+        await session.ready.wait()
         await handler(context)
         session.outbox_send.close()
 

@@ -63,7 +63,6 @@ async def handle(stream: StreamContext) -> None:
         seconds=round(last_at - first_at, 3),
         latencies_ms=[round(value, 3) for value in latencies_ms],
     )
-    import json as _j; open("/tmp/prof/lat.json", "w").write(_j.dumps(latencies_ms))
 
 
 if __name__ == "__main__":

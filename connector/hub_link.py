@@ -20,6 +20,16 @@ import trio
 from bobravoz.connector.config import ConnectorConfig
 from bobravoz.protocol.constants import FATAL_HUB_CODES, PROCESS_METHOD
 from bobravoz.protocol.packets import is_heartbeat, split_process_message, wrap_process_message
+from bobravoz.protocol.scan import (
+    DATA_PACKET_LAYOUT,
+    DATA_REQUEST_LAYOUT,
+    HEARTBEAT,
+    NO_PACKET,
+    SLOW,
+    retag,
+    retag_table,
+    scan_process,
+)
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
 from bobravoz.runtime.channel import BoundedChannel, ChannelLimits, DropPolicy
@@ -35,6 +45,11 @@ from bobravoz.runtime.pump import (
 from bobravoz.runtime.status import RemoteStatusError
 
 log = logging.getLogger(__name__)
+
+#: Tag translation of the hub's ``DataPacket`` to the engram's ``DataResponse`` layout.
+_TO_RESPONSE: Final = retag_table(DATA_PACKET_LAYOUT, DATA_REQUEST_LAYOUT)
+#: The hub bounds packet sizes; the link takes what the contract's field limits allow.
+_ANY_SIZE: Final = 1 << 62
 
 #: Refusals that no retry can fix: the connector stops and reports them.
 FATAL_CODES: Final = FATAL_HUB_CODES
@@ -244,6 +259,17 @@ class HubLink:
         received and not yet in the inbox when this is cancelled is counted lost."""
 
         def convert(raw: bytes) -> bytes | None:
+            kind, start, end, _, _ = scan_process(raw, _ANY_SIZE, ())
+            if kind == NO_PACKET:
+                return None
+            if kind != SLOW:  # valid, checked in one pass: only the tags change
+                response = retag(raw, start, end, _TO_RESPONSE)
+                if kind == HEARTBEAT:
+                    counters.heartbeats_in += 1
+                else:
+                    counters.packets_in += 1
+                    counters.bytes_in += len(response)
+                return response
             try:
                 packet, _flow = split_process_message(raw)
                 if packet is None:

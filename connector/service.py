@@ -30,6 +30,14 @@ from bobravoz.protocol.gen.transport.v1 import (
     ControlRequest,
     ControlResponse,
 )
+from bobravoz.protocol.scan import (
+    DATA_PACKET_LAYOUT,
+    DATA_REQUEST_LAYOUT,
+    SLOW,
+    retag,
+    retag_table,
+    scan_packet,
+)
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
 from bobravoz.runtime.channel import BoundedChannel
@@ -48,6 +56,9 @@ from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.supervisor import Restart, Supervisor
 
 log = logging.getLogger(__name__)
+
+#: Tag translation of engram packets (``DataRequest``) to the hub's ``DataPacket`` layout.
+_TO_PACKET: Final = retag_table(DATA_REQUEST_LAYOUT, DATA_PACKET_LAYOUT)
 
 METHODS: Final = (DATA_METHOD, CONTROL_METHOD, HUB_PUSH_METHOD, PROCESS_METHOD)
 
@@ -272,6 +283,9 @@ class ConnectorService:
             negotiated = self.negotiated
             if negotiated is not None and negotiated.binary is None:
                 negotiated.observe(raw, PacketLayout.DATA_REQUEST)
+            kind, _, _ = scan_packet(raw, 0, len(raw), DATA_REQUEST_LAYOUT, ())
+            if kind != SLOW:  # valid, checked in one pass: only the tags change
+                return retag(raw, 0, len(raw), _TO_PACKET)
             violation = validate_packet(raw, PacketLayout.DATA_REQUEST)
             if violation is not None:
                 counters.rejected[violation.reason] += 1

@@ -38,9 +38,12 @@ HEARTBEAT: Final = 2
 _HEARTBEAT_KEY: Final = HEARTBEAT_KEY.encode()
 _MAX_FRAME: Final = 10 * 1024 * 1024
 _MAX_ENTRIES: Final = 100
-#: DataPacket field numbers (``PacketLayout.DATA_PACKET``).
+#: Field numbers of the packet layouts (``PacketLayout`` values, restated so this module
+#: stays plain for mypyc; a test checks they agree).
+_DATA_PACKET: Final = (1, 2, 3, 4, 5, 6, 7, 8)
+DATA_REQUEST_LAYOUT: Final = (4, 5, 6, 7, 1, 2, 3, 8)
+DATA_PACKET_LAYOUT: Final = _DATA_PACKET
 _METADATA: Final = 1
-_ENVELOPE: Final = 8
 #: The ``ProcessResponse`` tag of field 1 (``packet``, length-delimited).
 _PACKET_TAG: Final = b"\x0a"
 _ENVELOPE_TAG: Final = b"\x42"
@@ -170,9 +173,84 @@ def _value_length(data: bytes, pos: int) -> int:
         shift += 7
 
 
+def _envelope(data: bytes, pos: int, end: int) -> bool:
+    """Whether the ``StreamEnvelope`` in ``data[pos:end]`` is valid with no chunk fields
+    (``stream_id`` and ``partition`` UTF-8 of at most 128 characters, a ``sequence``); False
+    also for chunked envelopes, which the general checks decide."""
+    while pos < end:
+        tag = data[pos]
+        if tag == 0x0A or tag == 0x1A:
+            after = _skip(data, pos + 1, end, 2)
+            if after < 0 or not _text_ok(data, after - _value_length(data, pos + 1), after, 128):
+                return False
+        elif tag == 0x10:
+            after = _skip(data, pos + 1, end, 0)
+            if after < 0:
+                return False
+        else:
+            return False
+        pos = after
+    return True
+
+
+def scan_packet(
+    data: bytes, start: int, end: int, layout: tuple[int, ...], keys: tuple[bytes, ...]
+) -> tuple[int, int, int]:
+    """Scan the packet in ``data[start:end]``, numbered as ``layout`` says (a
+    ``PacketLayout`` value: metadata, payload, inputs, transports, audio, video, binary,
+    envelope): (kind, envelope field start, envelope field end).
+
+    ``kind`` is :data:`DATA`, :data:`HEARTBEAT` or :data:`SLOW`; the envelope bounds are -1
+    without one. A packet carrying one of ``keys`` in its metadata is :data:`SLOW`. Never
+    raises, whatever the bytes.
+    """
+    metadata_number = layout[0]
+    binary_number = layout[6]
+    envelope_number = layout[7]
+    kind = DATA
+    entries = 0
+    envelope_start = envelope_end = -1
+    pos = start
+    while pos < end:
+        tag = data[pos]
+        if tag >= 0x80:
+            return SLOW, 0, 0
+        number = tag >> 3
+        wire_type = tag & 7
+        if number == 0:
+            return SLOW, 0, 0
+        after = _skip(data, pos + 1, end, wire_type)
+        if after < 0:
+            return SLOW, 0, 0
+        if number <= 8 and wire_type != 2:
+            return SLOW, 0, 0  # a known field with the wrong wire type
+        if number == metadata_number:
+            entries += 1
+            if entries > _MAX_ENTRIES:
+                return SLOW, 0, 0
+            checked = _entry(data, after - _value_length(data, pos + 1), after, keys)
+            if checked < 0:
+                return SLOW, 0, 0
+            if checked:
+                kind = HEARTBEAT if checked == 2 else DATA
+        elif number == binary_number:
+            if not _binary(data, after - _value_length(data, pos + 1), after):
+                return SLOW, 0, 0
+        elif number == envelope_number:
+            if envelope_start >= 0:
+                return SLOW, 0, 0  # repeated envelope fields merge: the general path
+            if not _envelope(data, after - _value_length(data, pos + 1), after):
+                return SLOW, 0, 0
+            envelope_start, envelope_end = pos, after
+        elif number <= 8 and number != layout[1] and number != layout[2]:
+            return SLOW, 0, 0  # transports, audio, video: the general checks
+        pos = after
+    return kind, envelope_start, envelope_end
+
+
 def scan_process(raw: bytes, limit: int, keys: tuple[bytes, ...]) -> tuple[int, int, int, int, int]:
-    """Scan one ``ProcessRequest``: (kind, packet start, packet end, envelope field start,
-    envelope field end).
+    """Scan one ``ProcessRequest`` (or ``ProcessResponse``): (kind, packet start, packet end,
+    envelope field start, envelope field end).
 
     ``kind`` is :data:`DATA`, :data:`HEARTBEAT`, :data:`NO_PACKET` or :data:`SLOW`; the
     envelope bounds are -1 without an envelope. ``limit`` is the largest packet accepted;
@@ -201,47 +279,36 @@ def scan_process(raw: bytes, limit: int, keys: tuple[bytes, ...]) -> tuple[int, 
         return NO_PACKET, 0, 0, -1, -1
     if packet_end - packet_start > limit:
         return SLOW, 0, 0, 0, 0
-    kind = DATA
-    entries = 0
-    envelope_start = envelope_end = -1
-    pos = packet_start
-    end = packet_end
-    while pos < end:
-        tag = raw[pos]
-        if tag >= 0x80:
-            return SLOW, 0, 0, 0, 0
-        number = tag >> 3
-        wire_type = tag & 7
-        if number == 0:
-            return SLOW, 0, 0, 0, 0
-        after = _skip(raw, pos + 1, end, wire_type)
-        if after < 0:
-            return SLOW, 0, 0, 0, 0
-        if number <= 8 and wire_type != 2:
-            return SLOW, 0, 0, 0, 0  # a known field with the wrong wire type
-        if number == _METADATA:
-            entries += 1
-            if entries > _MAX_ENTRIES:
-                return SLOW, 0, 0, 0, 0
-            value_start = after - _value_length(raw, pos + 1)
-            checked = _entry(raw, value_start, after, keys)
-            if checked < 0:
-                return SLOW, 0, 0, 0, 0
-            if checked:
-                kind = HEARTBEAT if checked == 2 else DATA
-        elif number == 7:
-            if not _binary(raw, after - _value_length(raw, pos + 1), after):
-                return SLOW, 0, 0, 0, 0
-        elif number == _ENVELOPE:
-            if envelope_start >= 0:
-                return SLOW, 0, 0, 0, 0
-            envelope_start, envelope_end = pos, after
-        elif number >= 4 and number <= 6:
-            return SLOW, 0, 0, 0, 0  # transports, audio, video: the general checks
-        pos = after
-    if envelope_start >= 0:
-        return SLOW, 0, 0, 0, 0  # the general path validates and restamps envelopes
+    kind, envelope_start, envelope_end = scan_packet(
+        raw, packet_start, packet_end, _DATA_PACKET, keys
+    )
+    if kind == SLOW:
+        return SLOW, 0, 0, 0, 0
     return kind, packet_start, packet_end, envelope_start, envelope_end
+
+
+def retag_table(source: tuple[int, ...], target: tuple[int, ...]) -> bytes:
+    """The tag translation from packet layout ``source`` to ``target`` (two
+    ``PacketLayout`` values): for each one-byte tag, the tag it becomes."""
+    table = bytearray(range(256))
+    for index, number in enumerate(source):
+        table[number << 3 | 2] = target[index] << 3 | 2
+    return bytes(table)
+
+
+def retag(data: bytes, start: int, end: int, table: bytes) -> bytes:
+    """The packet in ``data[start:end]`` (scanned: one-byte tags) with each top-level tag
+    translated by ``table`` (:func:`retag_table`); values are copied untouched."""
+    out = bytearray(data[start:end])
+    pos = start
+    while pos < end:
+        tag = data[pos]
+        out[pos - start] = table[tag]
+        after = _skip(data, pos + 1, end, tag & 7)
+        if after < 0:
+            raise ValueError("retag needs a packet scan_packet accepted")
+        pos = after
+    return bytes(out)
 
 
 @final
@@ -293,10 +360,15 @@ def restamp(stamp: TargetStamp, packet: bytes, sequence: int | None) -> bytes:
 
 __all__ = [
     "DATA",
+    "DATA_PACKET_LAYOUT",
+    "DATA_REQUEST_LAYOUT",
     "HEARTBEAT",
     "NO_PACKET",
     "SLOW",
     "TargetStamp",
     "restamp",
+    "retag",
+    "retag_table",
+    "scan_packet",
     "scan_process",
 ]

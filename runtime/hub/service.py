@@ -493,8 +493,9 @@ class Hub:
             for raw in batch:
                 done = partial[1] if partial is not None and partial[0] is raw else frozenset()
                 partial = None
-                kind, start, end, _, _ = scan_process(raw, limit, keys)
-                packet: bytes | None = None
+                kind, start, end, envelope, _ = scan_process(raw, limit, keys)
+                # With an envelope, the general restamp rewrites it (the scan validated it).
+                packet: bytes | None = raw[start:end] if envelope >= 0 else None
                 if kind == SLOW:
                     packet = self._inspect(binding, raw, limit)
                     if packet is None:
@@ -568,7 +569,7 @@ class Hub:
         routed = 0
         try:
             for raw in batch:
-                kind, start, end, _, _ = scan_process(raw, limit, IDENTITY_KEYS)
+                kind, start, end, envelope, _ = scan_process(raw, limit, IDENTITY_KEYS)
                 if kind == SLOW:
                     break
                 if kind != NO_PACKET:
@@ -589,7 +590,11 @@ class Hub:
                             counters.lost[refused] += 1
                             continue
                         sequence = 0 if heartbeat else target.next_sequence()
-                        self._offer_now(target, target.stamp.stamp(raw, start, end, sequence))
+                        if envelope < 0:
+                            outgoing = target.stamp.stamp(raw, start, end, sequence)
+                        else:
+                            outgoing = restamp(target.stamp, raw[start:end], sequence or None)
+                        self._offer_now(target, outgoing)
                 routed += 1
         except Exception:
             # Never raise into the bridge: the actor takes the rest (and meets the same

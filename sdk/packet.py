@@ -20,7 +20,20 @@ from bobravoz.protocol.gen.transport.v1 import (
     StreamEnvelope,
     VideoFrame,
 )
-from bobravoz.protocol.packets import EnvelopeFields
+from bobravoz.protocol.packets import EnvelopeFields, parse_envelope
+from bobravoz.protocol.scan import DATA_REQUEST_LAYOUT, SLOW, scan_packet
+from bobravoz.protocol.wire import (
+    LEN,
+    VARINT,
+    decode_varint,
+    encode_len_field,
+    encode_string_field,
+    encode_varint_field,
+    iter_fields,
+)
+
+#: ``DataRequest`` / ``DataResponse`` field numbers the plain paths read and write.
+_BINARY, _METADATA, _PAYLOAD, _INPUTS, _ENVELOPE = 3, 4, 5, 6, 8
 
 __all__ = [
     "AudioFrame",
@@ -67,7 +80,19 @@ class Packet:
 
 
 def encode_packet(packet: Packet) -> bytes:
-    """The ``DataRequest`` bytes of ``packet``."""
+    """The ``DataRequest`` bytes of ``packet``.
+
+    A packet of binary data and metadata (what streaming engrams mostly send) is written
+    field by field; any other through the generated message class.
+    """
+    if (
+        packet.audio is None
+        and packet.video is None
+        and packet.payload is None
+        and packet.inputs is None
+        and packet.envelope is None
+    ):
+        return _encode_plain(packet)
     request = DataRequest(metadata=dict(packet.metadata))
     if packet.binary is not None:
         request.binary = BinaryFrame(
@@ -86,12 +111,85 @@ def encode_packet(packet: Packet) -> bytes:
     return bytes(request)
 
 
+def _encode_plain(packet: Packet) -> bytes:
+    parts: list[bytes] = []
+    if packet.binary is not None:
+        frame = encode_len_field(1, packet.binary) if packet.binary else b""
+        if packet.mime_type:
+            frame += encode_string_field(2, packet.mime_type)
+        if packet.timestamp_ms:
+            frame += encode_varint_field(3, packet.timestamp_ms)
+        parts.append(encode_len_field(_BINARY, frame))
+    for key, value in packet.metadata.items():
+        entry = encode_string_field(1, key)
+        if value:
+            entry += encode_string_field(2, value)
+        parts.append(encode_len_field(_METADATA, entry))
+    return b"".join(parts)
+
+
+def _decode_plain(data: bytes) -> Packet | None:
+    """The packet in ``data`` when it holds only metadata, a binary frame and a plain
+    envelope, each well-formed (checked in one pass); None for anything else."""
+    kind, _, _ = scan_packet(data, 0, len(data), DATA_REQUEST_LAYOUT, ())
+    if kind == SLOW:
+        return None
+    packet = Packet()
+    metadata = packet.metadata
+    seen_frame = seen_envelope = False
+    for top in iter_fields(data):
+        number = top.number
+        if number == _METADATA:
+            key = value = ""
+            for inner in iter_fields(data[top.value_start : top.end]):
+                text = data[top.value_start + inner.value_start : top.value_start + inner.end]
+                if inner.number == 1:
+                    key = text.decode()
+                else:
+                    value = text.decode()
+            metadata[key] = value
+        elif number == _BINARY:
+            if seen_frame:
+                return None  # repeated frames merge: the generated parser does that
+            seen_frame = True
+            frame = data[top.value_start : top.end]
+            packet.binary = b""
+            for inner in iter_fields(frame):
+                if inner.number == 1 and inner.wire_type == LEN:
+                    packet.binary = frame[inner.value_start : inner.end]
+                elif inner.number == 2 and inner.wire_type == LEN:
+                    packet.mime_type = frame[inner.value_start : inner.end].decode()
+                elif inner.number == 3 and inner.wire_type == VARINT:
+                    packet.timestamp_ms = decode_varint(frame, inner.value_start)[0]
+                elif inner.number <= 3:
+                    return None
+        elif number == _ENVELOPE:
+            if seen_envelope:
+                return None
+            seen_envelope = True
+            packet.envelope = parse_envelope(data[top.value_start : top.end])
+        elif number in (_PAYLOAD, _INPUTS):
+            return None  # JSON objects: the generated parser builds them
+    return packet
+
+
 def decode_packet(data: bytes) -> Packet:
-    """The :class:`Packet` in ``DataResponse`` bytes; raises ``ValueError`` when malformed."""
+    """The :class:`Packet` in ``DataResponse`` bytes; raises ``ValueError`` when malformed.
+
+    Packets of metadata, binary data and an envelope are read field by field; any other
+    through the generated message class.
+    """
+    plain = _decode_plain(data)
+    if plain is not None:
+        return plain
     try:
-        response = DataResponse.parse(data)
-    except Exception as error:  # betterproto2 raises assorted errors on bad input
+        return _decode_general(data)
+    except Exception as error:  # betterproto2 raises (or builds nonsense) on bad input
         raise ValueError(f"malformed DataResponse: {error}") from error
+
+
+def _decode_general(data: bytes) -> Packet:
+    response = DataResponse.parse(data)
     packet = Packet(metadata=dict(response.metadata))
     if response.binary is not None:
         packet.binary = response.binary.payload

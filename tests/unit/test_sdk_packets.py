@@ -79,3 +79,98 @@ async def test_testkit_surfaces_handler_errors() -> None:
 
     with pytest.raises(RuntimeError, match="boom"):
         await run_handler(broken, [Packet(binary=b"x")])
+
+
+def general_decode(data: bytes) -> Packet | ValueError:
+    """What the generated parser makes of ``data`` (the reference of the plain path)."""
+    from bobravoz.protocol.gen.transport.v1 import DataResponse
+
+    try:
+        DataResponse.parse(data)
+    except Exception as error:  # noqa: BLE001 - any parser error means "malformed"
+        return ValueError(str(error))
+    # decode_packet's general path, reached by a payload field the plain path never takes
+    try:
+        return decode_packet(data + b"\x2a\x00")  # payload = {} (field 5, empty Struct)
+    except ValueError as error:
+        return error
+
+
+plain_packets = st.builds(
+    Packet,
+    binary=st.one_of(st.none(), st.binary(max_size=40)),
+    mime_type=st.sampled_from(["", "audio/opus", "é"]),
+    timestamp_ms=st.integers(0, 2**64 - 1),
+    metadata=st.dictionaries(st.text(min_size=1, max_size=6), st.text(max_size=6), max_size=3),
+    envelope=st.one_of(
+        st.none(),
+        st.builds(
+            Envelope,
+            stream_id=st.text(max_size=4),
+            sequence=st.integers(0, 2**64 - 1),
+            partition=st.text(max_size=3),
+        ),
+    ),
+)
+
+
+@given(packet=plain_packets, flip=st.tuples(st.integers(0, 120), st.integers(0, 255)))
+def test_the_plain_decoder_reads_what_the_generated_parser_reads(
+    packet: Packet, flip: tuple[int, int]
+) -> None:
+    """Metadata, binary and envelope packets (damaged or not) decode as the generated
+    parser decodes them; what the plain path declines still decodes."""
+    from bobravoz.protocol.gen.transport.v1 import DataRequest, StreamEnvelope
+
+    request = DataRequest(metadata=packet.metadata)
+    if packet.binary is not None:
+        from bobravoz.protocol.gen.transport.v1 import BinaryFrame
+
+        request.binary = BinaryFrame(
+            payload=packet.binary, mime_type=packet.mime_type, timestamp_ms=packet.timestamp_ms
+        )
+    if packet.envelope is not None:
+        request.envelope = StreamEnvelope(
+            stream_id=packet.envelope.stream_id,
+            sequence=packet.envelope.sequence,
+            partition=packet.envelope.partition,
+        )
+    data = bytearray(bytes(request))
+    at, value = flip
+    if at < len(data):
+        data[at] = value
+    raw = bytes(data)
+    reference = general_decode(raw)
+    try:
+        decoded: Packet | ValueError = decode_packet(raw)
+    except ValueError as error:
+        decoded = error
+    if isinstance(reference, ValueError):
+        assert isinstance(decoded, ValueError)
+        return
+    assert not isinstance(decoded, ValueError)
+    reference.payload = None  # the marker field added to force the general path
+    assert decoded == reference
+
+
+@given(packet=plain_packets)
+def test_the_plain_encoder_writes_what_the_generated_class_writes(packet: Packet) -> None:
+    from bobravoz.protocol.gen.transport.v1 import DataRequest
+
+    packet.envelope = None  # the plain encoder takes packets without an envelope
+    plain = encode_packet(packet)
+    packet.payload = {}  # forces the generated class
+    general = DataRequest.parse(encode_packet(packet))
+    general.payload = None
+    assert DataRequest.parse(plain) == general
+
+
+def test_binary_packets_take_the_plain_paths() -> None:
+    """The packets streaming engrams send and get are read and written field by field."""
+    from bobravoz.sdk import packet as module
+
+    sample = Packet(binary=b"x" * 64, mime_type="a/b", metadata={"k": "v"})
+    data = encode_packet(sample)
+    assert data == module._encode_plain(sample)  # noqa: SLF001
+    assert module._decode_plain(data) == sample  # noqa: SLF001
+    assert module._decode_plain(encode_packet(Packet(payload={"a": 1}))) is None  # noqa: SLF001

@@ -24,7 +24,7 @@ from typing import Final, final
 
 from bobravoz.protocol.constants import HEARTBEAT_KEY
 from bobravoz.protocol.packets import Retargeter
-from bobravoz.protocol.wire import encode_string_field, encode_varint
+from bobravoz.protocol.wire import encode_string_field
 
 #: :func:`scan_process` could not answer: take the general path.
 SLOW: Final = -1
@@ -47,6 +47,22 @@ _METADATA: Final = 1
 #: The ``ProcessResponse`` tag of field 1 (``packet``, length-delimited).
 _PACKET_TAG: Final = b"\x0a"
 _ENVELOPE_TAG: Final = b"\x42"
+
+
+#: The one-byte varints.
+_SMALL: Final = tuple(bytes((value,)) for value in range(128))
+
+
+def _varint(value: int) -> bytes:
+    """The base-128 varint of ``value`` (non-negative)."""
+    if value < 0x80:
+        return _SMALL[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _skip(data: bytes, pos: int, end: int, wire_type: int) -> int:
@@ -338,17 +354,33 @@ class TargetStamp:
         self.stream_id_field: bytes = encode_string_field(1, stream_id) if stream_id else b""
         #: Bytes :meth:`stamp` adds to a packet at most, less 32 (tags, lengths, sequence).
         self.overhead: int = len(self.entries) + len(self.stream_id_field)
+        # The constant parts of a stamped packet's tail: entries, envelope tag | envelope
+        # length | stream_id field, sequence tag | sequence.
+        self._entries_envelope_tag: bytes = self.entries + _ENVELOPE_TAG
+        self._stream_id_sequence_tag: bytes = self.stream_id_field + b"\x10"
+        self._envelope_fixed: int = len(self._stream_id_sequence_tag)
+        self._tail_fixed: int = len(self._entries_envelope_tag) + self._envelope_fixed
 
     def stamp(self, raw: bytes, start: int, end: int, sequence: int) -> bytes:
         """The ``ProcessResponse`` for the packet ``raw[start:end]`` (scanned, no envelope),
         stamped with ``sequence`` (0: a heartbeat, left unstamped)."""
         if sequence == 0:
-            tail = self.entries
-        else:
-            envelope = self.stream_id_field + b"\x10" + encode_varint(sequence)
-            tail = self.entries + _ENVELOPE_TAG + encode_varint(len(envelope)) + envelope
-        size = end - start + len(tail)
-        return b"".join((_PACKET_TAG, encode_varint(size), raw[start:end], tail))
+            size = end - start + len(self.entries)
+            return b"".join((_PACKET_TAG, _varint(size), raw[start:end], self.entries))
+        stamp = _varint(sequence)
+        envelope_size = _varint(self._envelope_fixed + len(stamp))
+        size = end - start + self._tail_fixed + len(envelope_size) + len(stamp)
+        return b"".join(
+            (
+                _PACKET_TAG,
+                _varint(size),
+                raw[start:end],
+                self._entries_envelope_tag,
+                envelope_size,
+                self._stream_id_sequence_tag,
+                stamp,
+            )
+        )
 
 
 def restamp(stamp: TargetStamp, packet: bytes, sequence: int | None) -> bytes:

@@ -192,7 +192,8 @@ def _hand_on(
     for index in range(start, len(batch)):
         message = batch[index]
         # The message this pump was waiting to hand on was transformed (and counted) already.
-        item = point.item if point.waiting and message is point.message else transform(message)
+        resumed = index == start and point.waiting and message is point.message
+        item = point.item if resumed else transform(message)
         if item is not None:
             try:
                 channel.send_nowait(item, len(item))

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -29,6 +30,7 @@ from bobravoz.runtime.grpc_bridge import (
     open_grpc_channel,
     open_grpc_loop,
     serve_grpc,
+    write_behind,
 )
 from bobravoz.runtime.pump import (
     ResumePoint,
@@ -526,3 +528,155 @@ async def test_stream_to_channel_transforms_equal_messages_separately() -> None:
             await stream_to_channel(server, channel, transform, ResumePoint())
     assert drain(channel) == [b"T", b"T", b"Tx"]
     assert transform.total == 3
+
+
+# --------------------------------------------------------------------------------------------
+# the few-wake-ups paths: items handed straight to an idle consumer, messages taken in the read
+# callback, writes deferred to the end of a pass (order kept, each counted once, and the
+# buffered path whenever something is ahead or waiting)
+# --------------------------------------------------------------------------------------------
+
+
+async def receive_count(stream: Any, count: int) -> list[Any]:
+    got: list[Any] = []
+    while len(got) < count:
+        got.extend(await stream.receive_batch())
+    return got
+
+
+async def test_an_item_for_an_idle_consumer_goes_straight_to_its_stream() -> None:
+    channel = make_channel()
+    with trio.fail_after(10):
+        async with bridged_call() as (client, server), trio.open_nursery() as nursery:
+            ledger = StreamLedger(server)
+            nursery.start_soon(functools.partial(channel_to_stream, channel, server, ledger))
+            await trio.testing.wait_all_tasks_blocked()
+            assert channel.handoff is not None
+            for item in numbered(0, 3):
+                channel.send_nowait(item, len(item))
+            # handed over synchronously: never buffered, counted offered and taken once
+            stats = channel.statistics()
+            assert (stats.depth, stats.offered, stats.received, ledger.handed) == (0, 3, 3, 3)
+            assert await receive_count(client, 3) == numbered(0, 3)
+            nursery.cancel_scope.cancel()
+    assert channel.handoff is None  # the pump took its hand-off back when it stopped
+
+
+async def test_nothing_overtakes_buffered_or_leased_items() -> None:
+    channel = make_channel()
+    for item in numbered(0, 2):
+        channel.send_nowait(item, len(item))  # buffered before any consumer
+    with trio.fail_after(10):
+        async with bridged_call() as (client, server), trio.open_nursery() as nursery:
+            ledger = StreamLedger(server)
+            with await channel.lease() as lease:  # a lease in flight: items are ahead
+                nursery.start_soon(functools.partial(channel_to_stream, channel, server, ledger))
+                await trio.testing.wait_all_tasks_blocked()
+                late = numbered(2, 1)[0]
+                channel.send_nowait(late, len(late))
+                assert channel.depth == 1  # buffered behind the lease, not handed over
+                assert lease.items == numbered(0, 2)
+            # the uncommitted lease went back to the front; all arrive in order
+            assert await receive_count(client, 3) == numbered(0, 3)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_full_block_channel_with_waiting_senders_keeps_fifo() -> None:
+    channel = make_channel(DropPolicy.BLOCK, messages=1)
+    first, second, third = numbered(0, 3)
+    channel.send_nowait(first, len(first))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(channel.send, second, len(second))
+            await trio.testing.wait_all_tasks_blocked()
+            channel.handoff = lambda item: pytest.fail("a waiting sender was overtaken")
+            with pytest.raises(trio.WouldBlock):
+                channel.send_nowait(third, len(third))
+            channel.handoff = None
+            assert channel.receive_nowait() == first
+    assert drain(channel) == [second]
+
+
+async def test_the_read_callback_hands_messages_on_while_the_pump_is_idle() -> None:
+    channel = make_channel()
+    seen: list[int] = []
+    with trio.fail_after(10):
+        async with bridged_call() as (client, server), trio.open_nursery() as nursery:
+            nursery.start_soon(
+                stream_to_channel, server, channel, lambda m: b"T" + m, ResumePoint()
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            take = server.sink
+            assert take is not None
+
+            def spy(messages: list[bytes]) -> int:
+                taken = take(messages)
+                seen.append(taken)
+                return taken
+
+            server.sink = spy
+            messages = numbered(0, 50)
+            await client.send_batch(messages)
+            while channel.depth < 50:
+                await trio.testing.wait_all_tasks_blocked()
+            assert sum(seen) == 50  # every one was taken in the read callback
+            assert drain(channel) == [b"T" + m for m in messages]
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_read_callback_stops_at_a_full_buffer_and_the_pump_resumes_there() -> None:
+    channel = make_channel(DropPolicy.BLOCK, messages=5)
+    calls: list[bytes] = []
+
+    def transform(message: bytes) -> bytes:
+        calls.append(message)
+        return b"T" + message
+
+    messages = numbered(0, 12)
+    with trio.fail_after(10):
+        async with bridged_call() as (client, server), trio.open_nursery() as nursery:
+            nursery.start_soon(stream_to_channel, server, channel, transform, ResumePoint())
+            await trio.testing.wait_all_tasks_blocked()
+            await client.send_batch(messages)
+            got: list[bytes] = []
+            while len(got) < len(messages):
+                await trio.testing.wait_all_tasks_blocked()
+                got.extend(drain(channel))
+            assert got == [b"T" + m for m in messages]
+            assert calls == messages  # each transformed (and counted) exactly once
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_read_callback_that_raises_is_logged_switched_off_and_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    messages = numbered(0, 5)
+    with trio.fail_after(10):
+        async with bridged_call() as (client, server):
+
+            def broken(batch: list[bytes]) -> int:
+                raise RuntimeError("bug in a read callback")
+
+            server.sink = broken
+            with caplog.at_level(logging.ERROR, logger="bobravoz.runtime.grpc_bridge"):
+                await client.send_batch(messages)
+                assert await receive_count(server, 5) == messages
+            assert server.sink is None
+            assert "read callback failed" in caplog.text
+
+
+async def test_offers_inside_a_pass_are_written_once_it_ends() -> None:
+    with trio.fail_after(10):
+        async with bridged_call() as (client, server):
+            await trio.testing.wait_all_tasks_blocked()  # the send pump waits, idle
+            batch = numbered(0, 20)
+            with write_behind():
+                for message in batch:
+                    assert server.offer_nowait(message)
+                assert server.written == 0  # deferred to the end of the pass
+            assert server.written == 20  # written synchronously when it ended
+            assert await receive_count(client, 20) == batch
+            single = numbered(20, 1)[0]
+            assert server.offer_nowait(single)
+            assert server.written == 21  # outside a pass: written at once
+            assert await receive_count(client, 1) == [single]

@@ -395,3 +395,36 @@ async def test_settling_a_stream_puts_its_packets_back_but_never_the_heartbeat()
                 assert data.outbound_depth() == 0
             assert data.written == 0
     assert list(session.unsent) == [first, second, older]
+
+
+# --------------------------------------------------------------------------------------------
+# (e) the handler starts once the transport is ready
+# --------------------------------------------------------------------------------------------
+
+
+async def test_the_handler_starts_only_once_the_first_connection_is_ready() -> None:
+    """A source's first packets must not age in the SDK while the engram connects: the
+    handler runs after the connector said ready and the Data stream is open."""
+    from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse
+    from bobravoz.sdk.engram import StreamContext, serve_engram
+
+    started: list[float] = []
+
+    async def handler(stream: StreamContext) -> None:
+        started.append(trio.current_time())
+        await stream.emit(packet(0))
+
+    with trio.fail_after(30):
+        async with fake_connector() as connector, trio.open_nursery() as nursery:
+            settings = EngramSettings(connector=connector.endpoint, message_timeout=20.0)
+            nursery.start_soon(serve_engram, handler, settings)
+            control = await connector.streams[CONTROL_METHOD].receive()
+            await trio.testing.wait_all_tasks_blocked()
+            assert started == []  # connected, not ready: the handler waits
+            ready = ControlResponse(action=ControlAction.CONNECTOR_READY)
+            await control.send(bytes(ready))
+            data = await connector.streams[DATA_METHOD].receive()
+            got = await data.receive_batch()
+            assert len(started) == 1
+            assert got == [encode_packet(packet(0))]
+            nursery.cancel_scope.cancel()

@@ -173,8 +173,19 @@ class BufferCore(Generic[T]):
         if size > limits.max_bytes:
             self.drops[DropReason.OVERSIZE] += 1
             return Offer(accepted=False, dropped=((item, size, DropReason.OVERSIZE),))
-        if self.fits(size) and self.budget_fits(size):
-            self._append(item, size)
+        items = self._items
+        budget = self.budget
+        if (
+            len(items) < limits.max_messages
+            and self.depth_bytes + size <= limits.max_bytes
+            and (budget is None or budget.used + size <= budget.limit)
+        ):
+            # the common case, inlined (``fits``, ``budget_fits``, ``_append``)
+            items.append((item, size))
+            self.depth_bytes += size
+            self.accepted += 1
+            if budget is not None:
+                budget.used += size
             return _ACCEPTED
         if limits.policy is DropPolicy.BLOCK:
             self.offered -= 1  # offered again later

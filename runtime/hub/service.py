@@ -87,6 +87,8 @@ LOST_REMOVED: Final = "storyrun_removed"
 LOST_EXPIRED: Final = "binding_expired"
 LOST_BUDGET: Final = "budget"
 LOST_ACTOR_FAILED: Final = "actor_failed"
+#: No target done yet (the routing state of a message not routed anywhere).
+_NONE_DONE: Final[frozenset[str]] = frozenset()
 #: Bytes a stamped ``ProcessResponse`` may add to a packet besides the target's constants
 #: (wrapper tag and length, envelope tag, length and sequence).
 _STAMP_SLACK: Final = 32
@@ -491,7 +493,7 @@ class Hub:
         begin_write_behind()
         try:
             for raw in batch:
-                done = partial[1] if partial is not None and partial[0] is raw else frozenset()
+                done = partial[1] if partial is not None and partial[0] is raw else _NONE_DONE
                 partial = None
                 kind, start, end, envelope, _ = scan_process(raw, limit, keys)
                 # With an envelope, the general restamp rewrites it (the scan validated it).

@@ -1083,10 +1083,40 @@ async def open_grpc_channel(endpoint: Endpoint) -> AsyncIterator[GrpcChannel]:
         channel.close()
 
 
+def _skip_idle_synchronize(loop: Any) -> None:
+    """After each socket read or write callback, trio-asyncio's I/O task awaits
+    ``loop.synchronize()``: it queues a handle and waits for the loop's task to run
+    everything queued so far, two task switches per readiness event. When no handle was
+    queued since the last synchronisation there is nothing to wait for: this returns at once
+    then (the I/O task's next wait for the socket is the checkpoint). Handles are counted as
+    they are queued (a handle sent to the waiting loop task never shows in the queue's
+    statistics). Measured: about a fifth of the hub's CPU with 200 streams at 2,000 packets/s
+    in all, where each packet is its own read.
+    """
+    synchronize = loop.synchronize
+    queue_handle = loop._queue_handle  # noqa: SLF001 - trio-asyncio 0.16, pinned by a test
+    queued = 0
+
+    def counting_queue_handle(handle: Any) -> Any:
+        nonlocal queued
+        queued += 1
+        return queue_handle(handle)
+
+    async def synchronize_if_queued() -> None:
+        nonlocal queued
+        if queued:
+            await synchronize()
+            queued = 0
+
+    loop._queue_handle = counting_queue_handle  # noqa: SLF001
+    loop.synchronize = synchronize_if_queued
+
+
 @contextlib.asynccontextmanager
 async def open_grpc_loop() -> AsyncIterator[None]:
     """Host the asyncio loop grpclib needs inside the current trio run."""
-    async with trio_asyncio.open_loop():
+    async with trio_asyncio.open_loop() as loop:
+        _skip_idle_synchronize(loop)
         yield
 
 

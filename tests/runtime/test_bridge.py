@@ -508,3 +508,19 @@ async def test_a_stale_unix_socket_is_replaced(tmp_path_factory: pytest.TempPath
         ):
             await client.send(b"over unix")
             assert await receive_exactly(server, 1) == [b"over unix"]
+
+
+async def test_the_loop_synchronizes_only_when_callbacks_are_queued() -> None:
+    """trio-asyncio's I/O task awaits ``synchronize()`` after each socket callback; the bridge
+    makes that free when nothing is queued, and it still runs what is queued otherwise (the
+    private queue used is trio-asyncio 0.16's)."""
+    import trio_asyncio
+
+    async with open_grpc_loop():
+        loop = trio_asyncio.current_loop.get()
+        ran: list[str] = []
+        loop.call_soon(ran.append, "queued")
+        await loop.synchronize()
+        assert ran == ["queued"]  # waited for the queued callback
+        with trio.testing.assert_no_checkpoints():
+            await loop.synchronize()  # nothing queued: returns at once

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import operator
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, final
@@ -128,6 +129,10 @@ class Offer(msgspec.Struct, Generic[T], frozen=True):
 
 #: The outcome of most offers (immutable, so one instance serves them all).
 _ACCEPTED: Final[Offer[Any]] = Offer(accepted=True)
+
+#: The parts of an :data:`Entry`, as C-level getters for the batch paths.
+_ITEM: Final = operator.itemgetter(0)
+_SIZE: Final = operator.itemgetter(1)
 
 #: One buffered item and its size in bytes.
 Entry = tuple[T, int]
@@ -237,8 +242,12 @@ class BufferCore(Generic[T]):
         """Move up to ``max_items`` entries from the queue to *in flight* (oldest first)."""
         items = self._items
         count = len(items) if max_items is None else min(max_items, len(items))
-        leased = [items.popleft() for _ in range(count)]
-        size = sum(entry[1] for entry in leased)
+        if count == len(items):
+            leased = list(items)
+            items.clear()
+        else:
+            leased = [items.popleft() for _ in range(count)]
+        size = sum(map(_SIZE, leased))
         self.depth_bytes -= size
         self.in_flight += count
         self.in_flight_bytes += size
@@ -246,7 +255,7 @@ class BufferCore(Generic[T]):
 
     def settle(self, entries: list[Entry[T]]) -> list[Entry[T]]:
         """The leased ``entries`` were handed on: they leave the channel's accounting."""
-        size = sum(entry[1] for entry in entries)
+        size = sum(map(_SIZE, entries))
         self.in_flight -= len(entries)
         self.in_flight_bytes -= size
         self.taken += len(entries)
@@ -323,7 +332,7 @@ class Lease(Generic[T]):
     def __init__(self, channel: BoundedChannel[T], entries: list[Entry[T]]) -> None:
         self._channel = channel
         self._entries = entries
-        self.items = [item for item, _size in entries]
+        self.items = list(map(_ITEM, entries))
 
     def __len__(self) -> int:
         return len(self._entries)

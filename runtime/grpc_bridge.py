@@ -178,9 +178,12 @@ hyperframe.frame.DataFrame._body_repr = _short_data_frame_repr  # type: ignore[m
 _COALESCE_BYTES: Final = 256 * 1024
 
 
-def _frame_messages(messages: Sequence[Any]) -> bytes:
+def _frame_messages(messages: list[Any]) -> bytes:
     """Length-prefixed gRPC messages, concatenated: several fit one HTTP/2 DATA frame."""
-    return frame_messages([m if isinstance(m, bytes) else bytes(m) for m in messages])
+    try:
+        return frame_messages(messages)
+    except TypeError:  # typed messages among them (control paths): serialise those first
+        return frame_messages([m if isinstance(m, bytes) else bytes(m) for m in messages])
 
 
 def _take_coalesced(pipe: _Pipe[Any], *, wake: bool = True) -> list[Any]:

@@ -490,6 +490,8 @@ class Hub:
         partial = binding.partial
         resolved = self._resolve(binding, routes, targets)
         routed = 0
+        # counted in locals, added to the binding's counters when the batch ends
+        heartbeats = packets = size = 0
         begin_write_behind()
         try:
             for raw in batch:
@@ -505,10 +507,10 @@ class Hub:
                     else:
                         kind = HEARTBEAT if is_heartbeat(packet, _DATA) else DATA
                 elif kind == HEARTBEAT:
-                    counters.heartbeats_in += 1
+                    heartbeats += 1
                 elif kind == DATA:
-                    counters.packets_in += 1
-                    counters.bytes_in += end - start
+                    packets += 1
+                    size += end - start
                 if kind != NO_PACKET and targets:
                     heartbeat = kind == HEARTBEAT
                     for index, (step, target, refused) in enumerate(resolved):
@@ -528,6 +530,10 @@ class Hub:
                         # nothing but this message, which stays the stream's until routed.
                         done = done.union(name for name, _, _ in resolved[:index])
                         binding.partial = (raw, done)
+                        counters.heartbeats_in += heartbeats
+                        counters.packets_in += packets
+                        counters.bytes_in += size
+                        heartbeats = packets = size = 0  # counted before waiting
                         end_write_behind()  # what this pass offered is written before waiting
                         try:
                             await self._route(binding, routes, targets, outgoing, step)
@@ -538,6 +544,9 @@ class Hub:
                 routed += 1
                 binding.partial = None
         finally:
+            counters.heartbeats_in += heartbeats
+            counters.packets_in += packets
+            counters.bytes_in += size
             end_write_behind()
             if routed < len(batch):
                 stream.unreceive(batch[routed:])

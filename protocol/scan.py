@@ -383,6 +383,44 @@ class TargetStamp:
         )
 
 
+def stamp_run(
+    batch: list[bytes],
+    start: int,
+    limit: int,
+    keys: tuple[bytes, ...],
+    stamp: TargetStamp,
+    sequence: int,
+    out: list[bytes],
+) -> tuple[int, int, int, int]:
+    """Scan and stamp ``batch[start:]`` for one target while each message is a plain
+    packet (:data:`DATA` or :data:`HEARTBEAT`, no envelope), appending each stamped
+    ``ProcessResponse`` to ``out``; data packets get ``sequence``, ``sequence + 1``, ...
+
+    Returns (index of the first message not taken, the next sequence, data packets taken,
+    their bytes). The first message it stops at needs the caller's per-message path.
+    """
+    index = start
+    count = len(batch)
+    packets = 0
+    size = 0
+    while index < count:
+        raw = batch[index]
+        kind, packet_start, packet_end, envelope, _ = scan_process(raw, limit, keys)
+        if envelope >= 0:
+            break
+        if kind == DATA:
+            out.append(stamp.stamp(raw, packet_start, packet_end, sequence))
+            sequence += 1
+            packets += 1
+            size += packet_end - packet_start
+        elif kind == HEARTBEAT:
+            out.append(stamp.stamp(raw, packet_start, packet_end, 0))
+        else:
+            break
+        index += 1
+    return index, sequence, packets, size
+
+
 def restamp(stamp: TargetStamp, packet: bytes, sequence: int | None) -> bytes:
     """The general path's ``ProcessResponse`` for ``packet`` (any valid packet)."""
     from bobravoz.protocol.packets import wrap_process_message
@@ -403,4 +441,5 @@ __all__ = [
     "retag_table",
     "scan_packet",
     "scan_process",
+    "stamp_run",
 ]

@@ -9,7 +9,6 @@ ledger that says what happened to every packet handed to it.
 
 from __future__ import annotations
 
-import itertools
 from typing import final
 
 import trio
@@ -105,7 +104,8 @@ class StepBinding:
             },
             stream_id=self.key,
         )
-        self._sequence = itertools.count(1)
+        #: The sequence the hub stamps on the next packet for this step.
+        self.sequence = 1
         #: Written by sessions whose streams are over on the wire.
         self.written_before = 0
         self.written_bytes_before = 0
@@ -118,7 +118,9 @@ class StepBinding:
 
     def next_sequence(self) -> int:
         """The sequence the hub stamps on the next packet for this step (stream_id = key)."""
-        return next(self._sequence)
+        value = self.sequence
+        self.sequence = value + 1
+        return value
 
     def _count_drop(self, reason: str, item: bytes, size: int) -> None:
         self.counters.count_drop(reason)

@@ -39,7 +39,15 @@ from bobravoz.protocol.packets import (
     split_process_message,
     wrap_process_message,
 )
-from bobravoz.protocol.scan import DATA, HEARTBEAT, NO_PACKET, SLOW, restamp, scan_process
+from bobravoz.protocol.scan import (
+    DATA,
+    HEARTBEAT,
+    NO_PACKET,
+    SLOW,
+    restamp,
+    scan_process,
+    stamp_run,
+)
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError
 from bobravoz.runtime.channel import MemoryBudget
@@ -494,9 +502,17 @@ class Hub:
         heartbeats = packets = size = 0
         begin_write_behind()
         try:
-            for raw in batch:
+            count = len(batch)
+            while routed < count:
+                raw = batch[routed]
                 done = partial[1] if partial is not None and partial[0] is raw else _NONE_DONE
                 partial = None
+                single = resolved[0][1] if len(resolved) == 1 else None
+                if single is not None and not done:
+                    taken = self._route_run(binding, single, batch, routed, limit)
+                    if taken:
+                        routed += taken
+                        continue
                 kind, start, end, envelope, _ = scan_process(raw, limit, keys)
                 # With an envelope, the general restamp rewrites it (the scan validated it).
                 packet: bytes | None = raw[start:end] if envelope >= 0 else None
@@ -550,6 +566,52 @@ class Hub:
             end_write_behind()
             if routed < len(batch):
                 stream.unreceive(batch[routed:])
+
+    def _route_run(
+        self, source: StepBinding, target: StepBinding, batch: list[bytes], start: int, limit: int
+    ) -> int:
+        """Route the plain packets from ``batch[start]`` on to ``target``, the only one, in
+        one compiled pass (:func:`stamp_run`); return how many were routed (0: the message
+        at ``start`` needs the per-message path). A full ``block`` buffer stops the run where
+        it no longer takes a packet; the sequence is rewound to it, so the per-message path
+        stamps (and waits for) it next with no gap."""
+        out: list[bytes] = []
+        first = target.sequence
+        stop, target.sequence, packets, size = stamp_run(
+            batch, start, limit, IDENTITY_KEYS, target.stamp, first, out
+        )
+        if not out:
+            return 0
+        accepted = self._offer_run(target, out)
+        if accepted < len(out):
+            stop = start + accepted
+            packets = size = 0
+            for raw in batch[start:stop]:
+                kind, packet_start, packet_end, _, _ = scan_process(raw, limit, IDENTITY_KEYS)
+                if kind == DATA:
+                    packets += 1
+                    size += packet_end - packet_start
+            target.sequence = first + packets
+        counters = source.counters
+        counters.packets_in += packets
+        counters.bytes_in += size
+        counters.heartbeats_in += stop - start - packets
+        return stop - start
+
+    def _offer_run(self, target: StepBinding, out: list[bytes]) -> int:
+        """Offer ``out`` in order to ``target`` without waiting; how many it took (dropped by
+        policy or counted lost to a released target included): fewer only when a full
+        ``block`` buffer would make the caller wait."""
+        channel = target.channel
+        for index, outgoing in enumerate(out):
+            try:
+                channel.send_nowait(outgoing, len(outgoing))
+            except trio.WouldBlock:
+                return index
+            except trio.ClosedResourceError:
+                self._lost_to_release(target, len(out) - index)
+                break
+        return len(out)
 
     def _offer_now(self, target: StepBinding, outgoing: bytes) -> bool:
         """Offer ``outgoing`` to ``target`` without waiting (straight to its stream when
@@ -725,9 +787,9 @@ class Hub:
                 break  # the target was released while this packet waited for room in it
         self._lost_to_release(target)
 
-    def _lost_to_release(self, target: StepBinding) -> None:
+    def _lost_to_release(self, target: StepBinding, count: int = 1) -> None:
         counters = self.metrics.counters_for(target.key, target.counters)
-        counters.lost[target.released_reason or LOST_REMOVED] += 1
+        counters.lost[target.released_reason or LOST_REMOVED] += count
 
     async def _deliver(self, binding: StepBinding, session: StreamSession) -> None:
         """Write the step's buffer to the stream through leases; heartbeat when idle."""

@@ -100,3 +100,18 @@ def test_a_compressed_message_is_refused_by_both() -> None:
     for module in (framing, PURE_FRAMING):
         with pytest.raises(ValueError, match="compressed"):
             module.split_messages(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(batch=st.lists(messages, max_size=6), sequence=st.integers(1, 2**40))
+def test_stamp_run_matches_the_pure_module(batch: list[bytes], sequence: int) -> None:
+    compiled_stamp = scan.TargetStamp(metadata_updates=IDENTITY, stream_id="ns/run/sink")
+    pure_stamp = PURE_SCAN.TargetStamp(metadata_updates=IDENTITY, stream_id="ns/run/sink")
+    compiled_out: list[bytes] = []
+    pure_out: list[bytes] = []
+    found = scan.stamp_run(
+        batch, 0, 4096, compiled_stamp.keys, compiled_stamp, sequence, compiled_out
+    )
+    expected = PURE_SCAN.stamp_run(batch, 0, 4096, pure_stamp.keys, pure_stamp, sequence, pure_out)
+    assert found == expected
+    assert compiled_out == pure_out

@@ -185,3 +185,33 @@ def test_what_the_general_path_must_decide_is_deferred() -> None:
     assert scan.scan_process(twice, LIMIT, stamp.keys)[0] == scan.SLOW
     long_length = b"\x0a" + encode_varint(2**40)
     assert scan.scan_process(long_length, LIMIT, stamp.keys)[0] == scan.SLOW
+
+
+@settings(max_examples=200, deadline=None)
+@given(packets=st.lists(st.one_of(st.none(), packets), max_size=6), sequence=st.integers(1, 2**40))
+def test_stamp_run_equals_scanning_and_stamping_one_by_one(
+    packets: list[DataPacket | None], sequence: int
+) -> None:
+    """A run stops at the first message the per-message path must take, and stamps the ones
+    before it exactly as one-by-one stamping would, numbering data packets consecutively."""
+    stamp = scan.TargetStamp(metadata_updates=IDENTITY, stream_id="ns/run/sink")
+    batch = [requests(packet, []) for packet in packets]
+    out: list[bytes] = []
+    stop, next_sequence, data, size = scan.stamp_run(
+        batch, 0, LIMIT, stamp.keys, stamp, sequence, out
+    )
+    expected: list[bytes] = []
+    number = sequence
+    for raw in batch[:stop]:
+        kind, start, end, envelope, _ = scan.scan_process(raw, LIMIT, stamp.keys)
+        assert kind in (scan.DATA, scan.HEARTBEAT)
+        assert envelope < 0
+        expected.append(stamp.stamp(raw, start, end, number if kind == scan.DATA else 0))
+        number += kind == scan.DATA
+    assert out == expected
+    assert next_sequence == number
+    assert data == number - sequence
+    if stop < len(batch):
+        kind, _, _, envelope, _ = scan.scan_process(batch[stop], LIMIT, stamp.keys)
+        assert kind not in (scan.DATA, scan.HEARTBEAT) or envelope >= 0
+    del size

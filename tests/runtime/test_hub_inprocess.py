@@ -942,3 +942,47 @@ async def test_shutdown_counts_the_buffer_of_a_never_connected_step_lost_and_bal
             assert set(metrics.bindings) == {RELEASED}
             assert metrics.bindings[RELEASED].lost == {"shutdown": total}
             assert metrics.bindings[RELEASED].packets_out == total
+
+
+# -- (h) runs stamped in one pass stop at a full buffer with no gap ---------------------------
+
+SMALL_BLOCK = """
+metadata: {name: small, namespace: default}
+spec:
+  pattern: realtime
+  transports:
+    - name: t
+      transportRef: bobravoz-grpc
+      streaming:
+        backpressure: {buffer: {maxMessages: 7}}
+  steps:
+    - {name: src, ref: {name: e}, transport: t}
+    - {name: sink, ref: {name: e}, needs: [src], transport: t}
+"""
+
+
+async def test_a_full_block_buffer_stops_a_batch_with_gap_free_sequences() -> None:
+    """The producer's batches are routed in one compiled pass until the 7-message buffer of a
+    sink that is not connected yet is full; the run stops there, the rest waits, and the sink
+    then gets all 300 packets in order, stamped 1..300 with no gap and nothing counted lost."""
+    total = 300
+    async with open_grpc_loop(), running_hub(local(SMALL_BLOCK)) as running:  # noqa: SIM117
+        async with open_grpc_channel(running.endpoint) as channel:
+            async with channel.open_stream(PROCESS_METHOD, headers("src")) as producer:
+                await producer.send_batch([request(number) for number in range(total)])
+                hub = running.hub
+                await until(
+                    lambda: (
+                        (sink := hub.find(NS, "run-1", "sink")) is not None
+                        and sink.channel.depth == 7
+                    ),
+                    lambda: "the sink's buffer did not fill",
+                )
+                got: list[Delivered] = []
+                async with channel.open_stream(PROCESS_METHOD, headers("sink")) as consumer:
+                    await read_until(consumer, got, lambda: len(got) >= total)
+                sink = hub.find(NS, "run-1", "sink")
+                assert sink is not None
+                assert [item.number for item in got] == list(range(total))
+                assert [item.sequence for item in got] == list(range(1, total + 1))
+                assert not sink.counters.lost

@@ -223,6 +223,31 @@ class BufferCore(Generic[T]):
         if self.budget is not None:
             self.budget.release(size)
 
+    def offer_run(self, items: list[T], sizes: list[int]) -> int:
+        """Buffer the leading ``items`` (of ``sizes`` bytes) that fit as they are (no drop,
+        no wait); return how many. The caller offers the rest one by one (:meth:`offer`)."""
+        limits = self.limits
+        budget = self.budget
+        room = limits.max_messages - len(self._items)
+        byte_room = limits.max_bytes - self.depth_bytes
+        if budget is not None:
+            byte_room = min(byte_room, budget.limit - budget.used)
+        total = 0
+        count = 0
+        for size in sizes[:room] if room > 0 else ():
+            if total + size > byte_room:
+                break
+            total += size
+            count += 1
+        if count:
+            self._items.extend(zip(items[:count], sizes[:count], strict=True))
+            self.depth_bytes += total
+            self.offered += count
+            self.accepted += count
+            if budget is not None:
+                budget.used += total
+        return count
+
     def can_bypass(self, size: int) -> bool:
         """Whether an item of ``size`` bytes may go straight to the consumer: nothing is
         buffered or leased (it would overtake nothing) and it would have fitted."""
@@ -411,6 +436,30 @@ class BoundedChannel(Generic[T]):
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    def send_run_nowait(self, items: list[T], sizes: list[int]) -> int:
+        """Offer the leading ``items`` (of ``sizes`` bytes) in one call: each goes straight to
+        an idle consumer (see :meth:`send_nowait`) or into the buffer while it fits as it is;
+        returns how many were taken. The caller offers the rest with :meth:`send_nowait`
+        (which drops by policy or raises ``trio.WouldBlock``). Raises
+        ``trio.ClosedResourceError`` after :meth:`close`."""
+        if self._closed:
+            raise trio.ClosedResourceError(f"channel {self.name} is closed")
+        if self._senders:
+            return 0  # senders wait for room: the one-by-one path keeps them first
+        core = self._core
+        taken = 0
+        handoff = self.handoff
+        if handoff is not None:
+            while taken < len(items) and core.can_bypass(sizes[taken]) and handoff(items[taken]):
+                core.bypassed()
+                taken += 1
+            if taken == len(items):
+                return taken
+        buffered = core.offer_run(items[taken:], sizes[taken:])
+        if buffered:
+            self._accepted()
+        return taken + buffered
 
     def accepts_now(self, size: int) -> bool:
         """Whether :meth:`send_nowait` of an item of ``size`` bytes would not raise

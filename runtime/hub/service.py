@@ -603,7 +603,13 @@ class Hub:
         policy or counted lost to a released target included): fewer only when a full
         ``block`` buffer would make the caller wait."""
         channel = target.channel
-        for index, outgoing in enumerate(out):
+        try:
+            start = channel.send_run_nowait(out, list(map(len, out)))
+        except trio.ClosedResourceError:
+            self._lost_to_release(target, len(out))
+            return len(out)
+        for index in range(start, len(out)):
+            outgoing = out[index]
             try:
                 channel.send_nowait(outgoing, len(outgoing))
             except trio.WouldBlock:

@@ -545,3 +545,48 @@ async def test_drop_oldest_that_cannot_make_room_drops_the_new_item_for_budget()
     assert stats.dropped == {"drop_oldest": 2, "budget": 1}
     assert stats.offered == stats.received + sum(stats.dropped.values()) + stats.depth
     assert budget.used == 8
+
+
+@pytest.mark.parametrize("budget_limit", [None, 20])
+def test_a_run_takes_the_leading_items_that_fit_as_they_are(budget_limit: int | None) -> None:
+    """``send_run_nowait`` buffers what fits by count, bytes and the shared budget, stops at
+    the first that does not (never dropping, never waiting), counts like single offers."""
+    budget = MemoryBudget(budget_limit) if budget_limit else None
+    channel, drops = make(DropPolicy.DROP_OLDEST, messages=4, size=30, budget=budget)
+    channel.send_nowait(100, 5)
+    taken = channel.send_run_nowait([1, 2, 3, 4, 5], [10, 10, 10, 1, 1])
+    # count allows 3 more, bytes 25 more (the budget only 15 more): two fit (or one)
+    expected = 1 if budget_limit else 2
+    assert taken == expected
+    assert drops == []
+    stats = channel.statistics()
+    assert stats.offered == stats.sent == 1 + expected
+    assert drain(channel) == [100, 1, 2][: 1 + expected]
+
+
+async def test_a_run_goes_to_an_idle_consumer_first_and_never_past_waiting_senders() -> None:
+    channel, _ = make(DropPolicy.BLOCK, messages=2)
+    handed: list[int] = []
+
+    def take(item: int) -> bool:
+        if len(handed) < 2:
+            handed.append(item)
+            return True
+        return False
+
+    channel.handoff = take
+    assert channel.send_run_nowait([1, 2, 3, 4, 5], [1] * 5) == 4  # two handed, two buffered
+    assert handed == [1, 2]
+    assert drain(channel) == [3, 4]
+    channel.handoff = None
+    channel.send_nowait(6, 1)
+    channel.send_nowait(7, 1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(channel.send, 8, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert channel.send_run_nowait([9], [1]) == 0  # a sender waits: it goes first
+        assert channel.receive_nowait() == 6
+    assert drain(channel) == [7, 8]
+    channel.close()
+    with pytest.raises(trio.ClosedResourceError):
+        channel.send_run_nowait([10], [1])

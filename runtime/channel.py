@@ -253,11 +253,12 @@ class BufferCore(Generic[T]):
         buffered or leased (it would overtake nothing) and it would have fitted."""
         return not self._items and not self.in_flight and size <= self.limits.max_bytes
 
-    def bypassed(self) -> None:
-        """Count one item that went straight to the consumer: offered, accepted and taken."""
-        self.offered += 1
-        self.accepted += 1
-        self.taken += 1
+    def bypassed(self, count: int = 1) -> None:
+        """Count ``count`` items that went straight to the consumer: offered, accepted and
+        taken."""
+        self.offered += count
+        self.accepted += count
+        self.taken += count
 
     def take(self, max_items: int | None = None) -> list[T]:
         """Remove and return up to ``max_items`` items (all when None), oldest first."""
@@ -413,9 +414,9 @@ class BoundedChannel(Generic[T]):
         self._senders = trio.lowlevel.ParkingLot()  # waiting for room
         self._receivers = trio.lowlevel.ParkingLot()  # waiting for items
         self._emptied = trio.lowlevel.ParkingLot()
-        #: Set by the consumer while it can take an item directly (see :meth:`send_nowait`);
-        #: it returns False when it cannot take this one after all.
-        self.handoff: Callable[[T], bool] | None = None
+        #: Set by the consumer while it can take items directly (see :meth:`send_nowait`):
+        #: it takes the leading items it can and returns how many.
+        self.handoff: Callable[[list[T]], int] | None = None
 
     @property
     def limits(self) -> ChannelLimits:
@@ -450,10 +451,14 @@ class BoundedChannel(Generic[T]):
         core = self._core
         taken = 0
         handoff = self.handoff
-        if handoff is not None:
-            while taken < len(items) and core.can_bypass(sizes[taken]) and handoff(items[taken]):
-                core.bypassed()
-                taken += 1
+        if handoff is not None and core.can_bypass(0):
+            fitting = 0  # an item over the channel's byte limit is the buffer's to refuse
+            limit = core.limits.max_bytes
+            while fitting < len(items) and sizes[fitting] <= limit:
+                fitting += 1
+            if fitting:
+                taken = handoff(items if fitting == len(items) else items[:fitting])
+                core.bypassed(taken)
             if taken == len(items):
                 return taken
         buffered = core.offer_run(items[taken:], sizes[taken:])
@@ -491,7 +496,7 @@ class BoundedChannel(Generic[T]):
         if self._senders:
             if self._core.limits.policy is DropPolicy.BLOCK:
                 raise trio.WouldBlock
-        elif self.handoff is not None and self._core.can_bypass(size) and self.handoff(item):
+        elif self.handoff is not None and self._core.can_bypass(size) and self.handoff([item]):
             self._core.bypassed()
             return True
         offer = self._core.offer(item, size)

@@ -419,26 +419,32 @@ class _StreamEnds:
 
     def offer_nowait(self, message: Any) -> bool:
         """Queue ``message`` now if the stream sends and the bridge's buffer has room;
-        False (nothing queued) otherwise. Never raises, never waits.
+        False (nothing queued) otherwise. Never raises, never waits (see
+        :meth:`offer_run_nowait`)."""
+        return self.offer_run_nowait([message]) == 1
 
-        While the send pump waits with nothing to do, the message is written right away (no
-        task switch) or, inside :func:`write_behind`, when that pass ends (one socket write
-        for all the pass offered).
+    def offer_run_nowait(self, messages: list[Any]) -> int:
+        """Queue the leading ``messages`` that fit the bridge's buffer now; return how many
+        (none once the stream no longer sends). Never raises, never waits.
+
+        While the send pump waits with nothing to do, they are written right away (no task
+        switch) or, inside :func:`write_behind`, when that pass ends (one socket write for all
+        the pass offered).
         """
         pipe = self._outbound
-        if pipe.closed or len(pipe.items) >= pipe.capacity:
-            return False
+        room = pipe.capacity - len(pipe.items)
+        if pipe.closed or room <= 0:
+            return 0
+        taken = messages if len(messages) <= room else messages[:room]
         writer = self._write_now
-        if writer is None:
-            pipe.put(message)
-        elif _BEHIND.depth:
-            pipe.items.append(message)
+        if writer is not None and _BEHIND.depth:
+            pipe.items.extend(taken)
             if not self._behind:
                 self._behind = True
                 _BEHIND.streams.append(self)
-        elif pipe.items or not writer([message]):
-            pipe.put(message)
-        return True
+        elif writer is None or pipe.items or not writer(taken):
+            pipe.put_all(taken)
+        return len(taken)
 
     def flush(self) -> None:
         """Write what :meth:`offer_nowait` queued behind: right now when the connection takes

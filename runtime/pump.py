@@ -39,8 +39,8 @@ class OutboundStream(Protocol):
     def withdraw(self) -> list[Any]:
         """Halt and return the queued, unwritten messages."""
 
-    def offer_nowait(self, message: Any) -> bool:
-        """Queue one message now if it fits (never waits, never raises)."""
+    def offer_run_nowait(self, messages: list[Any]) -> int:
+        """Queue the leading messages that fit now; how many (never waits, never raises)."""
 
 
 class InboundStream(Protocol):
@@ -95,17 +95,17 @@ async def channel_to_stream(
     message (a heartbeat, not counted in the ledger) after each idle period. While it runs,
     the channel's :attr:`~BoundedChannel.handoff` gives an item offered to the empty channel
     straight to the stream (counted in the ledger, and followed by ``after_batch``, like a
-    batch of one).
+    batch).
     """
 
-    def hand(item: bytes) -> bool:
+    def hand(items: list[bytes]) -> int:
         # The channel is empty and nothing is leased: straight to the stream, in order.
-        if stream.offer_nowait(encode(item) if encode else item):
-            ledger.handed += 1
+        handed = stream.offer_run_nowait([encode(item) for item in items] if encode else items)
+        if handed:
+            ledger.handed += handed
             if after_batch is not None:
                 after_batch()
-            return True
-        return False
+        return handed
 
     channel.handoff = hand
     try:

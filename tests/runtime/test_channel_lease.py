@@ -568,11 +568,10 @@ async def test_a_run_goes_to_an_idle_consumer_first_and_never_past_waiting_sende
     channel, _ = make(DropPolicy.BLOCK, messages=2)
     handed: list[int] = []
 
-    def take(item: int) -> bool:
-        if len(handed) < 2:
-            handed.append(item)
-            return True
-        return False
+    def take(items: list[int]) -> int:
+        room = 2 - len(handed)
+        handed.extend(items[:room])
+        return min(room, len(items))
 
     channel.handoff = take
     assert channel.send_run_nowait([1, 2, 3, 4, 5], [1] * 5) == 4  # two handed, two buffered

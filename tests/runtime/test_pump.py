@@ -128,12 +128,13 @@ class FakeOutbound:
         self._queued.unpark_all()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
-    def offer_nowait(self, message: Any) -> bool:
-        if self.closed or len(self.queued) >= self.capacity:
-            return False
-        self.queued.append(message)
+    def offer_run_nowait(self, messages: list[Any]) -> int:
+        if self.closed:
+            return 0
+        taken = messages[: max(0, self.capacity - len(self.queued))]
+        self.queued.extend(taken)
         self._queued.unpark_all()
-        return True
+        return len(taken)
 
     async def wait_queued(self, count: int) -> None:
         """Wait until ``count`` messages are queued."""
@@ -589,7 +590,7 @@ async def test_a_full_block_channel_with_waiting_senders_keeps_fifo() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(channel.send, second, len(second))
             await trio.testing.wait_all_tasks_blocked()
-            channel.handoff = lambda item: pytest.fail("a waiting sender was overtaken")
+            channel.handoff = lambda items: pytest.fail("a waiting sender was overtaken")
             with pytest.raises(trio.WouldBlock):
                 channel.send_nowait(third, len(third))
             channel.handoff = None

@@ -92,9 +92,9 @@ async def channel_to_stream(
     """Move ``channel`` to ``stream`` until the stream no longer sends (returns then).
 
     ``encode`` frames each item for the stream; ``idle`` = (seconds, message) sends that
-    message (a heartbeat, not counted in the ledger) after each idle period. While it runs,
-    the channel's :attr:`~BoundedChannel.handoff` gives an item offered to the empty channel
-    straight to the stream (counted in the ledger, and followed by ``after_batch``, like a
+    message (a heartbeat, not counted in the ledger) after each period with nothing sent.
+    While it runs, the channel's :attr:`~BoundedChannel.handoff` gives an item offered to the
+    empty channel straight to the stream (counted in the ledger, and followed by ``after_batch``, like a
     batch).
     """
 
@@ -114,10 +114,12 @@ async def channel_to_stream(
                 lease = await channel.lease()
             else:
                 waited: Lease[bytes] | None = None
+                handed = ledger.handed
                 with trio.move_on_after(idle[0]):
                     waited = await channel.lease()
                 if waited is None:
-                    await stream.send(idle[1])
+                    if ledger.handed == handed:  # nothing went by hand-off either: idle
+                        await stream.send(idle[1])
                     continue
                 lease = waited
             with lease:

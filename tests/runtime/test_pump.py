@@ -681,3 +681,28 @@ async def test_offers_inside_a_pass_are_written_once_it_ends() -> None:
             assert server.offer_nowait(single)
             assert server.written == 21  # outside a pass: written at once
             assert await receive_count(client, 1) == [single]
+
+
+async def test_items_handed_over_count_as_activity_for_the_idle_heartbeat(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A stream fed by hand-off is not idle: no heartbeat while items keep going by, one
+    after a whole quiet period."""
+    channel = make_channel()
+    stream = FakeOutbound(capacity=1000)
+    ledger = StreamLedger(stream)
+    heartbeat = b"\x00hb"
+    with trio.fail_after(100):
+        async with trio.open_nursery() as nursery:
+            pump = Pump()
+            nursery.start_soon(
+                functools.partial(pump.run, channel, stream, ledger, idle=(5.0, heartbeat))
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            for item in numbered(0, 12):
+                channel.send_nowait(item, len(item))  # handed over at once
+                await trio.sleep(1.0)  # 12 s of traffic, never 5 s quiet
+            assert heartbeat not in stream.queued
+            await stream.wait_queued(13)  # then a quiet period: one heartbeat
+            assert stream.queued[-1] == heartbeat
+            pump.scope.cancel()

@@ -94,8 +94,8 @@ async def channel_to_stream(
     ``encode`` frames each item for the stream; ``idle`` = (seconds, message) sends that
     message (a heartbeat, not counted in the ledger) after each period with nothing sent.
     While it runs, the channel's :attr:`~BoundedChannel.handoff` gives an item offered to the
-    empty channel straight to the stream (counted in the ledger, and followed by ``after_batch``, like a
-    batch).
+    empty channel straight to the stream (counted in the ledger, and followed by
+    ``after_batch``, like a batch).
     """
 
     def hand(items: list[bytes]) -> int:

@@ -246,6 +246,17 @@ def _write_now(stream: Any, messages: list[Any], ends: _StreamEnds) -> bool:
     return True
 
 
+async def _wait_writing_directly(stream: Any, ends: _StreamEnds, *, direct: bool) -> None:
+    """A send pump's wait for more to send; meanwhile (with ``direct``) the trio side's
+    offers are written synchronously by :func:`_write_now`, since the pump writes nothing."""
+    if direct:
+        ends._write_now = lambda messages: _write_now(stream, messages, ends)  # noqa: SLF001
+    try:
+        await ends._outbound.aio_wait()  # noqa: SLF001
+    finally:
+        ends._write_now = None  # noqa: SLF001
+
+
 async def _write_client(
     stream: grpclib.client.Stream[Any, Any], messages: list[Any], ends: _StreamEnds
 ) -> None:
@@ -818,15 +829,7 @@ async def _serve_pumps(stream: grpclib.server.Stream[Any, Any], ends: ServerStre
                 continue
             if outbound.closed:
                 return  # halted: what is left is the trio side's to withdraw
-            if headers_sent:
-                ends._write_now = write_now  # noqa: SLF001
-            try:
-                await outbound.aio_wait()
-            finally:
-                ends._write_now = None  # noqa: SLF001
-
-    def write_now(messages: list[Any]) -> bool:
-        return _write_now(stream, messages, ends)
+            await _wait_writing_directly(stream, ends, direct=headers_sent)
 
     async with asyncio.TaskGroup() as group:
         receiver = group.create_task(_receive_into(stream, inbound, trailers=False))
@@ -1057,14 +1060,7 @@ async def _client_pumps(
                     if outbound.error is None:
                         await stream.end()
                     return
-                ends._write_now = write_now  # noqa: SLF001
-                try:
-                    await outbound.aio_wait()
-                finally:
-                    ends._write_now = None  # noqa: SLF001
-
-        def write_now(messages: list[Any]) -> bool:
-            return _write_now(stream, messages, ends)
+                await _wait_writing_directly(stream, ends, direct=True)
 
         async with asyncio.TaskGroup() as group:
             receiver = group.create_task(_receive_into(stream, inbound, trailers=True))

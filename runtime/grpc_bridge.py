@@ -314,10 +314,17 @@ def end_write_behind() -> None:
 
 
 def flush_behind() -> None:
-    """Write what the open passes offered so far (before a pass must ``await``)."""
+    """Write what the open passes offered so far (before a pass must ``await``). Never
+    raises: a stream whose synchronous write fails is logged and left to its send pump,
+    which meets the same failure and ends the stream as a broken one."""
     streams = _BEHIND.streams
     while streams:
-        streams.pop().flush()
+        stream = streams.pop()
+        try:
+            stream.flush()
+        except Exception:
+            log.exception("a write-behind flush failed; the stream's send pump takes over")
+            stream._outbound.wake()  # noqa: SLF001
 
 
 class _StreamEnds:

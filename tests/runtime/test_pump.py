@@ -706,3 +706,26 @@ async def test_items_handed_over_count_as_activity_for_the_idle_heartbeat(
             await stream.wait_queued(13)  # then a quiet period: one heartbeat
             assert stream.queued[-1] == heartbeat
             pump.scope.cancel()
+
+
+async def test_a_failing_write_behind_flush_is_logged_and_never_raises_into_the_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(10):
+        async with bridged_call() as (_client, server):
+            await trio.testing.wait_all_tasks_blocked()  # the send pump waits, idle
+
+            def broken(messages: list[Any]) -> bool:
+                raise RuntimeError("the transport refused the write")
+
+            server._write_now = broken  # noqa: SLF001 - what the idle pump installs
+            with (
+                caplog.at_level(logging.ERROR, logger="bobravoz.runtime.grpc_bridge"),
+                write_behind(),
+            ):
+                assert server.offer_run_nowait(numbered(0, 3)) == 3
+            assert "write-behind flush failed" in caplog.text
+            from bobravoz.runtime import grpc_bridge
+
+            assert grpc_bridge._BEHIND.depth == 0  # noqa: SLF001 - no pass left open
+            assert not grpc_bridge._BEHIND.streams  # noqa: SLF001

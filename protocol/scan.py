@@ -389,6 +389,18 @@ class TargetStamp:
         )
 
 
+def stamp_scanned(
+    stamp: TargetStamp, raw: bytes, start: int, end: int, envelope: int, sequence: int
+) -> bytes:
+    """The ``ProcessResponse`` for the packet :func:`scan_process` found in
+    ``raw[start:end]`` (``envelope``: its envelope field's start, -1 without one), stamped
+    with ``sequence`` (0: a heartbeat): :meth:`TargetStamp.stamp`, or the general restamp when
+    the packet's own envelope must be rewritten."""
+    if envelope < 0:
+        return stamp.stamp(raw, start, end, sequence)
+    return restamp(stamp, raw[start:end], sequence or None)
+
+
 def stamp_run(
     batch: list[bytes],
     start: int,
@@ -448,4 +460,5 @@ __all__ = [
     "scan_packet",
     "scan_process",
     "stamp_run",
+    "stamp_scanned",
 ]

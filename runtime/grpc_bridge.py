@@ -714,17 +714,26 @@ def _install_eager_reader(stream: Any, inbound: _Pipe[Any]) -> None:
             queue_data(data, ack_size)
             return
         try:
-            messages, partial = split_messages(inbound.partial + data if inbound.partial else data)
+            _take_in(stream, inbound, data)
         except ValueError:
             queue_data(data, ack_size)  # the reading task reports it
             return
-        inbound.partial = partial
         buffer._ack_callback(ack_size)  # noqa: SLF001 - consumed, as a read would acknowledge
-        if messages:
-            _count_received(stream, len(messages))
-            inbound.put_all(_sink(inbound, messages))
 
     buffer.add = add
+
+
+def _take_in(stream: Any, inbound: _Pipe[Any], data: bytes) -> None:
+    """Split ``data`` (after the partial message received before it) into messages, count
+    them as grpclib would, offer them to the sink when nothing is queued ahead, and queue
+    the rest. Raises ``ValueError`` (having changed nothing) for a compressed message."""
+    partial = inbound.partial
+    messages, inbound.partial = split_messages(partial + data if partial else data)
+    if messages:
+        _count_received(stream, len(messages))
+        if inbound.sink is not None and not inbound.items and not inbound.closed:
+            messages = _sink(inbound, messages)
+        inbound.put_all(messages)
 
 
 async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> None:
@@ -756,13 +765,7 @@ async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> 
                     await stream.recv_trailing_metadata()
                 inbound.close()
                 return
-            partial = inbound.partial
-            messages, inbound.partial = split_messages(partial + chunk if partial else chunk)
-            if messages:
-                _count_received(stream, len(messages))
-                if inbound.sink is not None and not inbound.items and not inbound.closed:
-                    messages = _sink(inbound, messages)
-                inbound.put_all(messages)
+            _take_in(stream, inbound, chunk)
     except asyncio.CancelledError:
         inbound.close(trio.BrokenResourceError("stream cancelled"))
         raise

@@ -47,6 +47,7 @@ from bobravoz.protocol.scan import (
     restamp,
     scan_process,
     stamp_run,
+    stamp_scanned,
 )
 from bobravoz.protocol.validation import validate_packet
 from bobravoz.protocol.wire import PacketLayout, WireFormatError
@@ -514,8 +515,7 @@ class Hub:
                         routed += taken
                         continue
                 kind, start, end, envelope, _ = scan_process(raw, limit, keys)
-                # With an envelope, the general restamp rewrites it (the scan validated it).
-                packet: bytes | None = raw[start:end] if envelope >= 0 else None
+                packet: bytes | None = None  # set by the general path only
                 if kind == SLOW:
                     packet = self._inspect(binding, raw, limit)
                     if packet is None:
@@ -537,7 +537,9 @@ class Hub:
                             continue
                         sequence = 0 if heartbeat else target.next_sequence()
                         if packet is None:
-                            outgoing = target.stamp.stamp(raw, start, end, sequence)
+                            outgoing = stamp_scanned(
+                                target.stamp, raw, start, end, envelope, sequence
+                            )
                         else:
                             outgoing = restamp(target.stamp, packet, sequence or None)
                         if self._offer_now(target, outgoing):
@@ -620,16 +622,9 @@ class Hub:
         return len(out)
 
     def _offer_now(self, target: StepBinding, outgoing: bytes) -> bool:
-        """Offer ``outgoing`` to ``target`` without waiting (straight to its stream when
-        nothing waits in its buffer; a policy drop or, for a released target, a loss, are
-        counted). False only when a full ``block`` buffer would make the caller wait."""
-        try:
-            target.channel.send_nowait(outgoing, len(outgoing))
-        except trio.ClosedResourceError:
-            self._lost_to_release(target)
-        except trio.WouldBlock:
-            return False
-        return True
+        """:meth:`_offer_run` of one message: False only when a full ``block`` buffer would
+        make the caller wait."""
+        return self._offer_run(target, [outgoing]) == 1
 
     def _route_now(self, binding: StepBinding, session: StreamSession, batch: list[bytes]) -> int:
         """The stream's read callback: route the leading messages of ``batch`` at once when
@@ -669,11 +664,10 @@ class Hub:
                             counters.lost[refused] += 1
                             continue
                         sequence = 0 if heartbeat else target.next_sequence()
-                        if envelope < 0:
-                            outgoing = target.stamp.stamp(raw, start, end, sequence)
-                        else:
-                            outgoing = restamp(target.stamp, raw[start:end], sequence or None)
-                        self._offer_now(target, outgoing)
+                        self._offer_now(
+                            target,
+                            stamp_scanned(target.stamp, raw, start, end, envelope, sequence),
+                        )
                 routed += 1
         except Exception:
             # Never raise into the bridge: the actor takes the rest (and meets the same

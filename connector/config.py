@@ -9,7 +9,14 @@ from typing import Final, final
 from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingError, parse_binding
 from bobravoz.runtime.endpoints import Endpoint, parse_endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader
-from bobravoz.runtime.handshake import BindingIdentity
+from bobravoz.runtime.handshake import IDENTITY_MODES, BindingIdentity
+from bobravoz.runtime.tls import (
+    DEFAULT_RELOAD_INTERVAL,
+    TlsFiles,
+    connector_client_files,
+    connector_server_files,
+    security_mode,
+)
 
 DEFAULT_LOCAL_PORT: Final = 50051
 
@@ -38,6 +45,22 @@ class ConnectorConfig:
     message_timeout: float = 30.0
     #: Seconds between binding status heartbeats (BUBU_TRANSPORT_HEARTBEAT_INTERVAL).
     heartbeat_interval: float = 30.0
+    #: mTLS toward the hub or a peer (None: plaintext, only to a loopback or unix endpoint).
+    client_tls: TlsFiles | None = None
+    #: mTLS of the peer-to-peer listener (None: plaintext, only on a local endpoint).
+    server_tls: TlsFiles | None = None
+    #: Name the hub's certificate must carry (BUBU_GRPC_HUB_SERVER_NAME; default: its host).
+    hub_server_name: str | None = None
+    #: Where upstream connectors reach this one peer-to-peer (BOBRAVOZ_P2P_LISTEN).
+    p2p_listen: Endpoint | None = None
+    #: ``namespace`` or ``off``: whether a peer's certificate must name its namespace.
+    identity_mode: str = "namespace"
+    tls_reload_interval: float = DEFAULT_RELOAD_INTERVAL
+
+    @property
+    def tls(self) -> bool:
+        """True when the connector speaks mTLS on its network hops."""
+        return self.client_tls is not None
 
 
 def _local_endpoint(env: EnvReader) -> Endpoint:
@@ -54,15 +77,40 @@ def _local_endpoint(env: EnvReader) -> Endpoint:
 def load_config(environ: Mapping[str, str]) -> ConnectorConfig:
     """Build the configuration from ``environ``; raise ConfigError naming a bad variable."""
     env = EnvReader(environ)
-    security = env.text("BUBU_TRANSPORT_SECURITY_MODE", "").lower()
-    if security not in {"", "tls"}:
-        raise ConfigError(f"BUBU_TRANSPORT_SECURITY_MODE={security!r}: only '' or 'tls'")
-    if security == "tls":
-        raise ConfigError("BUBU_TRANSPORT_SECURITY_MODE=tls: TLS is not supported by this build")
+    client_tls = connector_client_files(env, required=security_mode(env))
     try:
         hub = parse_endpoint(env.text("BUBU_HUB_ENDPOINT"))
     except ValueError as error:
         raise ConfigError(f"BUBU_HUB_ENDPOINT: {error}") from None
+    if client_tls is None and not hub.is_local:
+        raise ConfigError(
+            f"refusing to dial {hub} in plaintext (not loopback or a unix socket): set "
+            "BUBU_TRANSPORT_SECURITY_MODE=tls with BUBU_GRPC_CLIENT_CERT_FILE, "
+            "BUBU_GRPC_CLIENT_KEY_FILE and BUBU_GRPC_CA_FILE"
+        )
+    listen = _local_endpoint(env)
+    if client_tls is not None and not listen.is_local:
+        raise ConfigError(
+            f"BUBU_GRPC_LOCAL_ENDPOINT {listen} is not loopback or a unix socket: with TLS the "
+            "engram-facing listener stays local; peers use BOBRAVOZ_P2P_LISTEN (mTLS)"
+        )
+    p2p_listen = None
+    p2p_raw = env.optional("BOBRAVOZ_P2P_LISTEN")
+    if p2p_raw is not None:
+        try:
+            p2p_listen = parse_endpoint(p2p_raw, allow_port_zero=True)
+        except ValueError as error:
+            raise ConfigError(f"BOBRAVOZ_P2P_LISTEN: {error}") from None
+        if client_tls is None and not p2p_listen.is_local:
+            raise ConfigError(
+                f"BOBRAVOZ_P2P_LISTEN {p2p_listen}: refusing to serve plaintext off loopback; "
+                "set BUBU_TRANSPORT_SECURITY_MODE=tls and the certificate files"
+            )
+    identity_mode = env.text("BOBRAVOZ_HUB_IDENTITY", "namespace").strip().lower()
+    if identity_mode not in IDENTITY_MODES:
+        raise ConfigError(
+            f"BOBRAVOZ_HUB_IDENTITY={identity_mode!r}: one of {', '.join(IDENTITY_MODES)}"
+        )
     generation = env.integer("BUBU_CONNECTOR_GENERATION", 0, minimum=0)
     if generation < 1:
         raise ConfigError("environment variable BUBU_CONNECTOR_GENERATION must be an integer > 0")
@@ -97,7 +145,7 @@ def load_config(environ: Mapping[str, str]) -> ConnectorConfig:
             raise ConfigError(f"BOBRAVOZ_METRICS_LISTEN: {error}") from None
     return ConnectorConfig(
         hub=hub,
-        listen=_local_endpoint(env),
+        listen=listen,
         identity=identity,
         binding=binding,
         metrics_listen=metrics_listen,
@@ -110,4 +158,11 @@ def load_config(environ: Mapping[str, str]) -> ConnectorConfig:
         max_reconnects=env.integer("BOBRAVOZ_HUB_MAX_RECONNECTS", 200, minimum=-1),
         message_timeout=env.duration("BUBU_GRPC_MESSAGE_TIMEOUT", 30.0),
         heartbeat_interval=env.duration("BUBU_TRANSPORT_HEARTBEAT_INTERVAL", 30.0) or 30.0,
+        client_tls=client_tls,
+        server_tls=connector_server_files(env, client_tls),
+        hub_server_name=env.optional("BUBU_GRPC_HUB_SERVER_NAME"),
+        p2p_listen=p2p_listen,
+        identity_mode=identity_mode,
+        tls_reload_interval=env.duration("BOBRAVOZ_TLS_RELOAD_INTERVAL", DEFAULT_RELOAD_INTERVAL)
+        or DEFAULT_RELOAD_INTERVAL,
     )

@@ -43,6 +43,7 @@ from bobravoz.runtime.pump import (
     stream_to_channel,
 )
 from bobravoz.runtime.status import RemoteStatusError
+from bobravoz.runtime.tls import ReloadingContext
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,14 @@ class LinkEvent:
 class HubLink:
     """The supervised upstream link of one connector (see the module docstring)."""
 
-    def __init__(self, config: ConnectorConfig, metrics: TransportMetrics) -> None:
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        metrics: TransportMetrics,
+        tls: ReloadingContext | None = None,
+    ) -> None:
+        #: Client context of the link (mTLS) when the configuration asks for TLS.
+        self.tls = tls
         self.config = config
         self.counters: BindingCounters = metrics.binding(config.identity.key)
         self._metrics = metrics
@@ -160,7 +168,9 @@ class HubLink:
             try:
                 try:
                     async with (
-                        open_grpc_channel(self.config.hub) as channel,
+                        open_grpc_channel(
+                            self.config.hub, tls=self.tls, server_name=self.config.hub_server_name
+                        ) as channel,
                         channel.open_stream(
                             PROCESS_METHOD, self.config.identity.headers()
                         ) as stream,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Mapping
 
@@ -14,17 +16,19 @@ from prometheus_client import CollectorRegistry
 from bobravoz.connector.binding_status import StatusReporter
 from bobravoz.connector.config import ConnectorConfig, load_config
 from bobravoz.connector.hub_link import HubLink
-from bobravoz.connector.service import METHODS, ConnectorService
+from bobravoz.connector.service import LOCAL_METHODS, METHODS, ConnectorService
+from bobravoz.protocol.constants import PROCESS_METHOD
 from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.envconfig import ConfigError
 from bobravoz.runtime.grpc_bridge import open_grpc_loop, serve_grpc
 from bobravoz.runtime.heap import settle_heap
 from bobravoz.runtime.logs import configure_logging
-from bobravoz.runtime.metrics import TransportMetrics
+from bobravoz.runtime.metrics import TransportMetrics, watch_tls
 from bobravoz.runtime.metrics_http import serve_metrics
 from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.status import StatusCode
 from bobravoz.runtime.supervisor import Restart, open_supervisor
+from bobravoz.runtime.tls import ReloadingContext
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +45,42 @@ async def run_connector(
     ``task_status.started`` receives the bound addresses (``listen``, ``metrics``). Returns the
     reason when the hub link failed for good (the caller exits non-zero), else runs forever.
     """
+    client_tls, server_tls = tls_contexts(config)
     async with open_supervisor(
         "connector", on_failure=metrics.failure_hook("connector")
     ) as supervisor:
-        link = HubLink(config, metrics)
+        link = HubLink(config, metrics, client_tls)
         service = ConnectorService(link, metrics, supervisor)
         server = await supervisor.start_child_ready(
             "local-server",
             serve_grpc,
             config.listen,
-            METHODS,
+            METHODS if client_tls is None else LOCAL_METHODS,
             service.accept,
             restart=Restart.TEMPORARY,
         )
         addresses = {"listen": str(server.endpoint)}
+        if config.p2p_listen is not None:
+            peer_server = await supervisor.start_child_ready(
+                "p2p-server",
+                functools.partial(serve_grpc, tls=server_tls),
+                config.p2p_listen,
+                (PROCESS_METHOD,),
+                service.accept,
+                restart=Restart.TEMPORARY,
+            )
+            addresses["p2p"] = str(peer_server.endpoint)
+        for name, context in (("client", client_tls), ("server", server_tls)):
+            if context is not None:
+                supervisor.start_child(
+                    f"tls-{name}-reload",
+                    watch_tls,
+                    context,
+                    config.tls_reload_interval,
+                    metrics,
+                    restart=Restart.PERMANENT,
+                )
+        addresses["tls"] = "mtls" if client_tls is not None else "plaintext"
         if config.metrics_listen is not None:
             bound: Endpoint = await supervisor.start_child_ready(
                 "metrics",
@@ -90,6 +116,25 @@ async def run_connector(
         return reason
 
 
+def tls_contexts(
+    config: ConnectorConfig,
+) -> tuple[ReloadingContext | None, ReloadingContext | None]:
+    """The client (hub or peer) and peer-to-peer server contexts the configuration asks for;
+    ConfigError naming the files when they do not load."""
+    contexts: list[ReloadingContext | None] = []
+    for files, role in ((config.client_tls, "client"), (config.server_tls, "server")):
+        if files is None:
+            contexts.append(None)
+            continue
+        try:
+            contexts.append(ReloadingContext(files, role))  # type: ignore[arg-type]
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(
+                f"{role} TLS files {files.cert}, {files.key}, {files.ca} do not load: {error}"
+            ) from None
+    return contexts[0], contexts[1]
+
+
 async def _report_status(link: HubLink, reporter: StatusReporter, interval: float) -> None:
     """Report Ready on every link change and a heartbeat every ``interval`` seconds."""
     while True:
@@ -108,6 +153,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     configure_logging("connector")
     try:
         config = load_config(os.environ if environ is None else environ)
+        tls_contexts(config)  # unloadable files are a start-up error, not a retry loop
     except ConfigError as error:
         print(f"bobravoz connector: {error}", file=sys.stderr)
         return 2

@@ -43,7 +43,13 @@ from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
 from bobravoz.runtime.channel import BoundedChannel
 from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.grpc_bridge import ServerStream
-from bobravoz.runtime.handshake import HandshakeError, check_handshake, check_protocol
+from bobravoz.runtime.handshake import (
+    BindingIdentity,
+    HandshakeError,
+    check_handshake,
+    check_identity,
+    check_protocol,
+)
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.pump import (
     ResumePoint,
@@ -60,7 +66,10 @@ log = logging.getLogger(__name__)
 #: Tag translation of engram packets (``DataRequest``) to the hub's ``DataPacket`` layout.
 _TO_PACKET: Final = retag_table(DATA_REQUEST_LAYOUT, DATA_PACKET_LAYOUT)
 
-METHODS: Final = (DATA_METHOD, CONTROL_METHOD, HUB_PUSH_METHOD, PROCESS_METHOD)
+#: What the engram-facing listener serves when peers come over the mTLS listener.
+LOCAL_METHODS: Final = (DATA_METHOD, CONTROL_METHOD, HUB_PUSH_METHOD)
+#: Without TLS the one local listener also takes peers' Process streams.
+METHODS: Final = (*LOCAL_METHODS, PROCESS_METHOD)
 
 #: Canonical names of control actions (the Go SDK's strings).
 ACTION_NAMES: Final = {
@@ -170,6 +179,7 @@ class ConnectorService:
         if stream.method == PROCESS_METHOD:
             try:
                 peer = check_handshake(stream.metadata)
+                self._check_peer(stream, peer)
             except HandshakeError as refusal:
                 self.metrics.handshake_rejections[refusal.reason] += 1
                 stream.finish(refusal.code, refusal.message)
@@ -189,6 +199,30 @@ class ConnectorService:
             self._start(name, stream, self._serve_data, stream, previous, self._data_done)
         else:
             self._start(f"control#{number}", stream, self._serve_control, stream)
+
+    def _check_peer(self, stream: ServerStream, peer: BindingIdentity) -> None:
+        """A peer's Process stream must come over mTLS when this connector speaks TLS, claim
+        this connector's namespace, and carry a certificate of that namespace."""
+        own = self.link.config.identity.namespace
+        if self.link.config.tls and not stream.secure:
+            raise HandshakeError(
+                StatusCode.PERMISSION_DENIED,
+                "plaintext_peer",
+                "peer-to-peer streams need mTLS here (connect to BOBRAVOZ_P2P_LISTEN)",
+            )
+        if peer.namespace != own:
+            raise HandshakeError(
+                StatusCode.PERMISSION_DENIED,
+                "namespace_mismatch",
+                f"the stream claims namespace {peer.namespace!r}; this connector serves "
+                f"namespace {own!r}",
+            )
+        check_identity(
+            peer.namespace,
+            secure=stream.secure,
+            peer=stream.identity,
+            mode=self.link.config.identity_mode,
+        )
 
     def _start(
         self,

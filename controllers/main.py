@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import ssl
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,15 @@ from bobravoz.controllers.manager import ControllerMetrics, TransportController,
 from bobravoz.controllers.webhook import Lookups, serve_webhook
 from bobravoz.runtime.binding_envelope import PROTOCOL_VERSION, BindingEnvelope, BindingInfo
 from bobravoz.runtime.endpoints import Endpoint
-from bobravoz.runtime.envconfig import parse_duration
+from bobravoz.runtime.envconfig import ConfigError, parse_duration
 from bobravoz.runtime.grpc_bridge import open_grpc_loop
 from bobravoz.runtime.hub import HubSettings, TopologyFeed, TopologyRegistry, serve_hub
+from bobravoz.runtime.hub.main import hub_tls
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
 from bobravoz.runtime.shutdown import cancel_on_signals
+from bobravoz.runtime.tls import ReloadingContext
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +126,12 @@ def _ssl_context(cert_dir: Path) -> ssl.SSLContext:
 
 async def run_manager(
     options: ManagerOptions,
+    hub_tls: ReloadingContext,
     *,
     task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run everything until cancelled; ``task_status`` gets the bound addresses."""
+    """Run everything until cancelled; ``task_status`` gets the bound addresses. The
+    embedded hub serves mTLS only (``hub_tls``): a cluster never sees plaintext."""
     api = client_for(options.api_server)
     kube = Kube(api)
     registry = CollectorRegistry()
@@ -145,7 +150,7 @@ async def run_manager(
     settings = hub_settings_from(config)
     async with trio.open_nursery() as nursery:
         hub = await nursery.start(
-            functools.partial(serve_hub, feed=feed),
+            functools.partial(serve_hub, feed=feed, tls=hub_tls),
             options.hub_listen,
             TopologyRegistry(),
             hub_metrics,
@@ -177,11 +182,17 @@ async def run_manager(
 def main(options: ManagerOptions) -> int:
     """Entry point: run the manager, print a JSON readiness line, stop cleanly on signals."""
     configure_logging("controller")
+    try:
+        tls = hub_tls(os.environ, options.hub_listen, cluster=True)
+    except ConfigError as error:
+        print(f"bobravoz controller: {error}", file=sys.stderr)
+        return 2
+    assert tls is not None  # cluster mode: hub_tls never answers plaintext
 
     async def run() -> None:
         async with open_grpc_loop(), trio.open_nursery() as nursery:
             await nursery.start(cancel_on_signals, nursery.cancel_scope)
-            addresses = await nursery.start(run_manager, options)
+            addresses = await nursery.start(run_manager, options, tls)
             print(
                 json.dumps({"event": "ready", "component": "controller", **addresses}), flush=True
             )

@@ -40,6 +40,7 @@ from bobravoz.protocol.framing import frame_messages, split_messages
 from bobravoz.runtime.endpoints import Endpoint, prepare_unix_socket
 from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
+from bobravoz.runtime.tls import PeerIdentity, ReloadingContext, peer_identity
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -537,11 +538,23 @@ class ServerStream(_StreamEnds):
     and ends the call with :meth:`finish` (status OK or an error status and message).
     """
 
-    def __init__(self, *, method: str, metadata: Mapping[str, str], peer: str) -> None:
+    def __init__(
+        self,
+        *,
+        method: str,
+        metadata: Mapping[str, str],
+        peer: str,
+        secure: bool = False,
+        identity: PeerIdentity | None = None,
+    ) -> None:
         super().__init__(capacity=DEFAULT_PIPE_CAPACITY)
         self.method = method
         self.metadata = dict(metadata)
         self.peer = peer
+        #: True when the call came over mTLS (the client's certificate was verified).
+        self.secure = secure
+        #: What the verified client certificate says (None over plaintext).
+        self.identity = identity
         self.status: StatusCode | None = None
         self.status_message: str | None = None
         self.accepted = False
@@ -600,7 +613,14 @@ StreamAcceptor = Callable[[ServerStream], None]
 class _Service:
     """grpclib servable mapping method paths to the bridge's pumps."""
 
-    def __init__(self, methods: Sequence[str], incoming: trio.MemorySendChannel[ServerStream]):
+    def __init__(
+        self,
+        methods: Sequence[str],
+        incoming: trio.MemorySendChannel[ServerStream],
+        *,
+        secure: bool = False,
+    ):
+        self._secure = secure
         self._methods = methods
         self._incoming = incoming
 
@@ -617,10 +637,13 @@ class _Service:
 
     async def _handle(self, stream: grpclib.server.Stream[Any, Any]) -> None:
         peer = stream.peer.addr() if stream.peer is not None else None
+        certificate = stream.peer.cert() if stream.peer is not None else None
         ends = ServerStream(
             method=stream._method_name,  # noqa: SLF001 - grpclib keeps the path here only
             metadata=_metadata_dict(stream.metadata or {}),
             peer=repr(peer),
+            secure=self._secure,
+            identity=peer_identity(certificate),
         )
         try:
             self._incoming.send_nowait(ends)
@@ -924,6 +947,7 @@ async def serve_grpc(
     max_pending: int = 1024,
     on_accept_error: Callable[[ServerStream, Exception], None] | None = None,
     keepalive_time: float = KEEPALIVE_TIME,
+    tls: ReloadingContext | None = None,
     task_status: trio.TaskStatus[GrpcServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the bidi ``methods`` on ``endpoint`` until cancelled.
@@ -934,23 +958,25 @@ async def serve_grpc(
     HTTP/2 MAX_CONCURRENT_STREAMS. An ``acceptor`` that raises refuses that stream with
     INTERNAL (logged, and reported to ``on_accept_error``); the server keeps serving. Must run
     inside :func:`open_grpc_loop`. ``keepalive_time`` is the idle time (seconds) before the
-    server pings a connection to find dead peers.
+    server pings a connection to find dead peers. With ``tls`` (a server context) every
+    connection is mTLS and each stream carries the client certificate's identity.
     """
     incoming, accepted = trio.open_memory_channel[ServerStream](max_pending)
     server = grpclib.server.Server(
-        [_Service(methods, incoming)],
+        [_Service(methods, incoming, secure=tls is not None)],
         codec=ForwardingCodec(),
         config=Configuration(_keepalive_time=keepalive_time),
     )
     _patch_protocols(
         server, max_streams_per_connection if max_streams_per_connection != 100 else None
     )
+    context = tls.context if tls is not None else None
     if endpoint.unix_path is not None:
         prepare_unix_socket(endpoint.unix_path)
-        await trio_asyncio.aio_as_trio(server.start)(path=endpoint.unix_path)
+        await trio_asyncio.aio_as_trio(server.start)(path=endpoint.unix_path, ssl=context)
         bound = endpoint
     else:
-        await trio_asyncio.aio_as_trio(server.start)(endpoint.host, endpoint.port)
+        await trio_asyncio.aio_as_trio(server.start)(endpoint.host, endpoint.port, ssl=context)
         listener = server._server  # noqa: SLF001 - grpclib exposes no bound address
         assert listener is not None
         sockets = listener.sockets  # type: ignore[attr-defined]
@@ -981,9 +1007,12 @@ async def serve_grpc(
 class GrpcChannel:
     """A client connection to one endpoint; open streams on it with :meth:`open_stream`."""
 
-    def __init__(self, channel: Channel, endpoint: Endpoint) -> None:
+    def __init__(
+        self, channel: Channel, endpoint: Endpoint, *, peer_namespace: str | None = None
+    ) -> None:
         self._channel = channel
         self.endpoint = endpoint
+        self.peer_namespace = peer_namespace
 
     @contextlib.asynccontextmanager
     async def open_stream(
@@ -1026,7 +1055,7 @@ class GrpcChannel:
     ) -> None:
         try:
             await trio_asyncio.aio_as_trio(_client_pumps)(
-                self._channel, ends, method, metadata, ready
+                self._channel, ends, method, metadata, ready, self.peer_namespace
             )
         except Exception as error:
             translated = _translate(error)
@@ -1040,12 +1069,23 @@ class GrpcChannel:
                 ) from error
 
 
+def _check_server_identity(stream: Any, namespace: str) -> None:
+    """Refuse a server whose certificate names no SPIFFE ID of ``namespace``."""
+    identity = peer_identity(stream.peer.cert() if stream.peer is not None else None)
+    if identity is None or namespace not in identity.namespaces:
+        found = identity.describe() if identity is not None else "no certificate"
+        raise PermissionError(
+            f"the server's certificate ({found}) is not of namespace {namespace!r}"
+        )
+
+
 async def _client_pumps(
     channel: Channel,
     ends: ClientStream,
     method: str,
     metadata: dict[str, str],
     ready: trio.Event,
+    peer_namespace: str | None,
 ) -> None:
     inbound = ends._inbound  # noqa: SLF001
     outbound = ends._outbound  # noqa: SLF001
@@ -1057,6 +1097,8 @@ async def _client_pumps(
         metadata=metadata,
     ) as stream:
         await stream.send_request()
+        if peer_namespace is not None:
+            _check_server_identity(stream, peer_namespace)
         await stream.recv_initial_metadata()
         ends.initial_metadata = _metadata_dict(stream.initial_metadata or {})
         ready.set()
@@ -1086,14 +1128,37 @@ async def _client_pumps(
 
 
 @contextlib.asynccontextmanager
-async def open_grpc_channel(endpoint: Endpoint) -> AsyncIterator[GrpcChannel]:
-    """Open a client connection to ``endpoint`` (TCP ``host:port`` or ``unix://path``)."""
+async def open_grpc_channel(
+    endpoint: Endpoint,
+    *,
+    tls: ReloadingContext | None = None,
+    server_name: str | None = None,
+    peer_namespace: str | None = None,
+) -> AsyncIterator[GrpcChannel]:
+    """Open a client connection to ``endpoint`` (TCP ``host:port`` or ``unix://path``).
+
+    With ``tls`` (a client context) the connection is mTLS; the server's certificate is
+    checked against ``server_name`` (default: the dialled host; ``localhost`` for a unix
+    socket) when the context checks host names. With ``peer_namespace`` a stream opens only
+    when the server's certificate carries a SPIFFE ID of that namespace (peer-to-peer hops,
+    where the peer is known by its identity rather than a host name).
+    """
+    config = Configuration(
+        ssl_target_name_override=(server_name or ("localhost" if endpoint.unix_path else None))
+        if tls is not None
+        else None
+    )
+    context = tls.context if tls is not None else None
     if endpoint.unix_path is not None:
-        channel = Channel(path=endpoint.unix_path, codec=ForwardingCodec())
+        channel = Channel(
+            path=endpoint.unix_path, codec=ForwardingCodec(), ssl=context, config=config
+        )
     else:
-        channel = Channel(endpoint.host, endpoint.port, codec=ForwardingCodec())
+        channel = Channel(
+            endpoint.host, endpoint.port, codec=ForwardingCodec(), ssl=context, config=config
+        )
     try:
-        yield GrpcChannel(channel, endpoint)
+        yield GrpcChannel(channel, endpoint, peer_namespace=peer_namespace)
     finally:
         channel.close()
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final, final
 
 from bobravoz.runtime.status import StatusCode
+from bobravoz.runtime.tls import PeerIdentity
 
 PROTOCOL_HEADER: Final = "bubu-transport-protocol"
 PROTOCOL_VERSION: Final = "1.0.0"
@@ -20,6 +21,8 @@ STEP_HEADER: Final = "current-step-id"
 GENERATION_HEADER: Final = "connector-generation"
 CAPABILITIES_HEADER: Final = "startup.capabilities"
 _INT32_MAX: Final = 2**31 - 1
+#: ``BOBRAVOZ_HUB_IDENTITY`` values: bind the claimed namespace to the certificate, or not.
+IDENTITY_MODES: Final = ("namespace", "off")
 
 
 @final
@@ -122,3 +125,31 @@ def check_handshake(headers: Mapping[str, str]) -> BindingIdentity:
         generation=generation,
         capabilities=capabilities,
     )
+
+
+def check_identity(
+    namespace: str, *, secure: bool, peer: PeerIdentity | None, mode: str = "namespace"
+) -> None:
+    """Require the verified client certificate to name the ``namespace`` a stream claims.
+
+    Applies to mTLS streams (``secure``) when ``mode`` is ``namespace``: the certificate must
+    carry a SPIFFE URI ``spiffe://<domain>/ns/<namespace>/...``; otherwise PERMISSION_DENIED
+    naming both. Plaintext streams (local development only) and ``mode="off"`` pass.
+    """
+    if mode == "off" or not secure:
+        return
+    if peer is None or not peer.namespaces:
+        found = peer.describe() if peer is not None else "no certificate"
+        raise HandshakeError(
+            StatusCode.PERMISSION_DENIED,
+            "identity_missing",
+            f"the client certificate carries no SPIFFE namespace identity ({found}); "
+            f"the stream claims {STORYRUN_NAMESPACE_HEADER} {namespace!r}",
+        )
+    if namespace not in peer.namespaces:
+        raise HandshakeError(
+            StatusCode.PERMISSION_DENIED,
+            "identity_mismatch",
+            f"the client certificate is for namespace {', '.join(peer.namespaces)} "
+            f"({peer.describe()}); the stream claims {STORYRUN_NAMESPACE_HEADER} {namespace!r}",
+        )

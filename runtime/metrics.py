@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bobravoz.runtime.channel import POLICY_REASONS
+from bobravoz.runtime.tls import ReloadingContext
 
 
 @final
@@ -80,6 +81,13 @@ class TransportMetrics(Collector):
         #: Supervised actors that failed (raised), by actor kind; every failure is also logged.
         self.failures: collections.Counter[str] = collections.Counter()
         self.reconnects = 0
+        #: Streams that took a step over from a live stream of a lower connector generation.
+        self.takeovers = 0
+        #: Certificate reloads, by outcome (``ok``, ``failed``: the old pair stays in use).
+        self.tls_reloads: collections.Counter[str] = collections.Counter()
+        #: Connections and streams refused below the handshake (limits, timeouts, bad TLS),
+        #: by reason.
+        self.boundary_refusals: collections.Counter[str] = collections.Counter()
         #: Reads the number of streams open now (set by the owner of the streams).
         self.open_streams: Callable[[], int] = lambda: 0
         #: Reads how many control events (errors, link changes) could not be queued to an
@@ -250,3 +258,38 @@ class TransportMetrics(Collector):
         )
         reconnects.add_metric([comp], self.reconnects)
         yield reconnects
+        takeovers = CounterMetricFamily(
+            "bobravoz_stream_takeovers",
+            "Streams that replaced a live stream of the same step (a higher connector generation).",
+            labels=["component"],
+        )
+        takeovers.add_metric([comp], self.takeovers)
+        yield takeovers
+        reloads = CounterMetricFamily(
+            "bobravoz_tls_reloads",
+            "Certificate files reloaded after a change, by outcome (ok, failed).",
+            labels=["component", "outcome"],
+        )
+        for outcome, count in sorted(self.tls_reloads.items()):
+            reloads.add_metric([comp, outcome], count)
+        yield reloads
+        refusals = CounterMetricFamily(
+            "bobravoz_boundary_refusals",
+            "Connections or streams refused at the boundary (limits, timeouts), by reason.",
+            labels=["component", "reason"],
+        )
+        for reason, count in sorted(self.boundary_refusals.items()):
+            refusals.add_metric([comp, reason], count)
+        yield refusals
+
+
+async def watch_tls(context: ReloadingContext, interval: float, metrics: TransportMetrics) -> None:
+    """Reload ``context``'s files when they change, counting each outcome in ``metrics``."""
+
+    def reloaded(_: ReloadingContext) -> None:
+        metrics.tls_reloads["ok"] += 1
+
+    def failed(_: Exception) -> None:
+        metrics.tls_reloads["failed"] += 1
+
+    await context.watch(interval, on_reload=reloaded, on_error=failed)

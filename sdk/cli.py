@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--engrams-dir", default=None, help="where <engram>.py programs live")
     up.add_argument("--storyrun", default="local", help="StoryRun name to use")
     up.add_argument("--quiet", action="store_true", help="no live progress line")
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="mTLS on every network hop, with an ephemeral CA and per-process certificates",
+    )
     return parser
 
 
@@ -170,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             engrams_dir=Path(args.engrams_dir) if args.engrams_dir else None,
             storyrun=args.storyrun,
             live=not args.quiet,
+            tls=args.tls,
         )
     )
 

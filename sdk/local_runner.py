@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, final
@@ -33,6 +33,7 @@ from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.story import Story, StoryError, load_story
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
 from bobravoz.sdk.accounting import Accounting, TransportLoss, transport_loss_from_text
+from bobravoz.sdk.local_pki import LocalPki
 
 READY_TIMEOUT: Final = 20.0
 STOP_GRACE: Final = 3.0
@@ -50,6 +51,8 @@ class UpOptions:
     engrams_dir: Path | None = None
     storyrun: str = "local"
     live: bool = True
+    #: Run every network hop (connector <-> hub) over mTLS with an ephemeral CA.
+    tls: bool = False
 
 
 @final
@@ -195,6 +198,8 @@ class Summary:
     latencies_ms: list[float] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: What the hub and each connector reported serving and dialling (``mtls``/``plaintext``).
+    security: dict[str, str] = field(default_factory=dict)
 
     @property
     def accounting(self) -> Accounting:
@@ -231,6 +236,18 @@ class Summary:
         lossy = self.lost or self.lost_counted
         return 1 if lossy or self.failed or self.out_of_order else 0
 
+    def describe_security(self) -> str:
+        """What the processes reported: mTLS on every hub hop, plaintext, or a mix."""
+        modes = set(self.security.values())
+        if modes == {"mtls"}:
+            return (
+                f"mTLS on all {len(self.security)} hub and connector endpoints (ephemeral CA); "
+                "engrams reach their connector over unix sockets"
+            )
+        if modes <= {"plaintext"}:
+            return "plaintext on loopback and unix sockets (--tls for mTLS)"
+        return "mixed: " + ", ".join(f"{k} {v}" for k, v in sorted(self.security.items()))
+
     def render(self) -> str:
         """The closing block printed by ``bobravoz up``."""
         span = self.streaming_seconds or self.elapsed
@@ -246,6 +263,7 @@ class Summary:
             f"rate       {rate:.0f} packets/s delivered over {span:.1f}s of streaming "
             f"({self.elapsed:.1f}s in all)",
             f"latency    p50 {p50:.2f} ms, p99 {p99:.2f} ms (end to end)",
+            f"security   {self.describe_security()}",
         ]
         if self.failed:
             lines.append(f"failed     {', '.join(self.failed)}")
@@ -288,6 +306,35 @@ async def _progress(runner: Runner, started: float) -> None:
         )
 
 
+def _tls_env(
+    scratch: Path, namespace: str, tls: bool
+) -> tuple[dict[str, str], Callable[[str], dict[str, str]]]:
+    """The hub's and each connector's TLS environment: with ``tls`` an ephemeral CA in
+    ``scratch`` issues the hub a certificate and each connector one naming ``namespace``
+    (SPIFFE), so the hub's identity check is what a cluster would run; else nothing."""
+    if not tls:
+        return {}, lambda step: {}
+    pki = LocalPki(scratch / "pki")
+    hub = pki.issue("hub", namespace="bobravoz-system").files
+    hub_env = {
+        "BUBU_TRANSPORT_SECURITY_MODE": "tls",
+        "BUBU_HUB_TLS_CERT_FILE": hub.cert,
+        "BUBU_HUB_TLS_KEY_FILE": hub.key,
+        "BUBU_HUB_CA_FILE": hub.ca,
+    }
+
+    def connector_env(step: str) -> dict[str, str]:
+        files = pki.issue(f"connector-{step}", namespace=namespace).files
+        return {
+            "BUBU_TRANSPORT_SECURITY_MODE": "tls",
+            "BUBU_GRPC_CLIENT_CERT_FILE": files.cert,
+            "BUBU_GRPC_CLIENT_KEY_FILE": files.key,
+            "BUBU_GRPC_CA_FILE": files.ca,
+        }
+
+    return hub_env, connector_env
+
+
 async def _run(options: UpOptions, story: Story, topology: Topology, summary: Summary) -> None:
     runner = Runner(options, story, topology)
     namespace = topology.namespace
@@ -298,6 +345,7 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
             async with trio.open_nursery() as nursery:
                 await nursery.start(cancel_on_signals, run)
                 cli = [sys.executable, "-m", "bobravoz.sdk.cli"]
+                hub_env, connector_env = _tls_env(Path(scratch), namespace, options.tls)
                 hub = await runner.start(
                     nursery,
                     "hub",
@@ -312,10 +360,11 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                         "--metrics",
                         "127.0.0.1:0",
                     ],
-                    {},
+                    hub_env,
                     wait_ready=True,
                 )
                 hub_address = hub.last["listen"]
+                summary.security[hub.name] = str(hub.last.get("tls", "unknown"))
                 metrics_addresses = [(hub.name, hub.last["metrics"])]
                 engrams: list[tuple[str, list[str], dict[str, str]]] = []
                 for node in topology.streaming_steps():
@@ -332,6 +381,7 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                         [*cli, "connector"],
                         {
                             **identity,
+                            **connector_env(node.id),
                             "BUBU_HUB_ENDPOINT": hub_address,
                             "BUBU_CONNECTOR_GENERATION": "1",
                             "BUBU_GRPC_LOCAL_ENDPOINT": socket,
@@ -340,6 +390,7 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                         wait_ready=True,
                     )
                     metrics_addresses.append((connector.name, connector.last["metrics"]))
+                    summary.security[connector.name] = str(connector.last.get("tls", "unknown"))
                     binding = BindingEnvelope(
                         name=f"{storyrun}-{node.id}-transport",
                         namespace=namespace,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader
 from bobravoz.runtime.grpc_bridge import open_grpc_loop
+from bobravoz.runtime.handshake import IDENTITY_MODES
 from bobravoz.runtime.heap import settle_heap
 from bobravoz.runtime.hub.service import HubSettings, serve_hub_until
 from bobravoz.runtime.logs import configure_logging
@@ -20,13 +22,8 @@ from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
 from bobravoz.runtime.shutdown import set_on_signals
 from bobravoz.runtime.story import StoryError, load_story
+from bobravoz.runtime.tls import ReloadingContext, hub_server_files, security_mode
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
-
-_TLS_VARIABLES = (
-    "BUBU_HUB_TLS_CERT_FILE",
-    "BUBU_HUB_TLS_KEY_FILE",
-    "BUBU_HUB_CA_FILE",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +36,12 @@ class HubOptions:
 
 
 def hub_settings(environ: Mapping[str, str]) -> HubSettings:
-    """Hub tunables from the environment (Go hub names); TLS settings are refused for now."""
+    """Hub tunables from the environment (Go hub names where Go has them)."""
     env = EnvReader(environ)
-    if env.flag("BUBU_HUB_REQUIRE_TLS") or any(env.optional(name) for name in _TLS_VARIABLES):
-        raise ConfigError(
-            "TLS is configured (BUBU_HUB_TLS_* / BUBU_HUB_REQUIRE_TLS) but this hub build "
-            "serves plaintext only; refusing to start rather than fall back to plaintext"
-        )
     defaults = HubSettings()
+    identity = env.text("BOBRAVOZ_HUB_IDENTITY", "namespace").strip().lower()
+    if identity not in IDENTITY_MODES:
+        raise ConfigError(f"BOBRAVOZ_HUB_IDENTITY={identity!r}: one of {', '.join(IDENTITY_MODES)}")
     return HubSettings(
         max_streams=env.integer("BOBRAVOZ_HUB_MAX_STREAMS", 2000, minimum=1),
         max_bindings=env.integer("BOBRAVOZ_HUB_MAX_BINDINGS", defaults.max_bindings, minimum=1),
@@ -58,7 +53,40 @@ def hub_settings(environ: Mapping[str, str]) -> HubSettings:
         shutdown_grace=env.duration("BOBRAVOZ_HUB_SHUTDOWN_GRACE", defaults.shutdown_grace),
         heartbeat_interval=env.duration("BUBU_HUB_HEARTBEAT_INTERVAL", 10.0) or 10.0,
         max_packet_bytes=env.integer("BUBU_HUB_MAX_RECV_BYTES", 10 * 1024 * 1024, minimum=1),
+        identity=identity,
+        tls_reload_interval=env.duration(
+            "BOBRAVOZ_TLS_RELOAD_INTERVAL", defaults.tls_reload_interval
+        )
+        or defaults.tls_reload_interval,
     )
+
+
+def hub_tls(
+    environ: Mapping[str, str], listen: Endpoint, *, cluster: bool = False
+) -> ReloadingContext | None:
+    """The hub's server TLS context, or None to serve plaintext.
+
+    TLS is required in ``cluster`` mode (the manager), with ``BUBU_TRANSPORT_SECURITY_MODE=tls``
+    or ``BUBU_HUB_REQUIRE_TLS=true``, and on whenever a ``BUBU_HUB_TLS_*`` variable or the
+    default mount is there; then a missing or unloadable file is a ConfigError naming it.
+    Plaintext is only served on loopback and unix sockets.
+    """
+    env = EnvReader(environ)
+    required = cluster or security_mode(env) or env.flag("BUBU_HUB_REQUIRE_TLS")
+    files = hub_server_files(env, required=required)
+    if files is None:
+        if not listen.is_local:
+            raise ConfigError(
+                f"refusing to serve plaintext on {listen} (not loopback or a unix socket): "
+                "set BUBU_HUB_TLS_CERT_FILE, BUBU_HUB_TLS_KEY_FILE and BUBU_HUB_CA_FILE"
+            )
+        return None
+    try:
+        return ReloadingContext(files, "server")
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(
+            f"hub TLS files {files.cert}, {files.key}, {files.ca} do not load: {error}"
+        ) from None
 
 
 def load_topology(path: str) -> Topology:
@@ -70,6 +98,7 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
     """Run the hub until interrupted; print one JSON readiness line on stdout when serving."""
     try:
         settings = hub_settings(environ)
+        tls = hub_tls(environ, options.listen)
         topology = load_topology(options.story)
     except (ConfigError, StoryError, TopologyError) as error:
         print(f"bobravoz hub: {error}", file=sys.stderr)
@@ -86,12 +115,23 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
                 task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
             ) -> None:
                 await serve_hub_until(
-                    options.listen, topology, metrics, settings, stop, task_status=task_status
+                    options.listen,
+                    topology,
+                    metrics,
+                    settings,
+                    stop,
+                    tls=tls,
+                    task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()  # drained: the metrics server and signals go too
 
             bound = await nursery.start(serve_then_stop)
-            ready = {"event": "ready", "component": "hub", "listen": str(bound)}
+            ready = {
+                "event": "ready",
+                "component": "hub",
+                "listen": str(bound),
+                "tls": "mtls" if tls is not None else "plaintext",
+            }
             if options.metrics is not None:
                 metrics_bound = await nursery.start(serve_metrics, options.metrics, registry)
                 ready["metrics"] = str(metrics_bound)

@@ -67,6 +67,7 @@ from bobravoz.runtime.handshake import (
     BindingIdentity,
     HandshakeError,
     check_handshake,
+    check_identity,
 )
 from bobravoz.runtime.hub.binding import StepBinding, StreamSession
 from bobravoz.runtime.hub.registry import (
@@ -76,10 +77,11 @@ from bobravoz.runtime.hub.registry import (
     TopologyFeed,
     TopologyRegistry,
 )
-from bobravoz.runtime.metrics import TransportMetrics
+from bobravoz.runtime.metrics import TransportMetrics, watch_tls
 from bobravoz.runtime.pump import channel_to_stream
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, Supervisor, open_supervisor
+from bobravoz.runtime.tls import ReloadingContext
 from bobravoz.runtime.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,11 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval: float = 10.0
     #: Largest packet accepted, in bytes (BUBU_HUB_MAX_RECV_BYTES).
     max_packet_bytes: int = 10 * 1024 * 1024
+    #: ``namespace``: an mTLS stream's certificate must name the namespace it claims;
+    #: ``off`` trusts the headers (unsafe; BOBRAVOZ_HUB_IDENTITY).
+    identity: str = "namespace"
+    #: Seconds between checks of the TLS files for a rotation.
+    tls_reload_interval: float = 10.0
     #: Restart budget of binding actors.
     restart: RestartPolicy = RestartPolicy()
 
@@ -275,10 +282,13 @@ class Hub:
             self._heartbeat,
         )
         if predecessor is not None:
-            log.info(
-                "generation %d of %s replaces generation %d",
+            self.metrics.takeovers += 1
+            log.warning(
+                "generation %d of %s from %s (%s) takes the step over from generation %d",
                 identity.generation,
                 binding.key,
+                stream.peer,
+                stream.identity.describe() if stream.identity is not None else "plaintext",
                 predecessor.generation,
             )
             predecessor.end(
@@ -301,6 +311,12 @@ class Hub:
                 StatusCode.UNAVAILABLE, "shutting_down", "the hub is shutting down"
             )
         identity = check_handshake(stream.metadata)
+        check_identity(
+            identity.namespace,
+            secure=stream.secure,
+            peer=stream.identity,
+            mode=self.settings.identity,
+        )
         routes = self.topologies.lookup(identity.namespace, identity.storyrun)
         if routes is None:
             fixed = self.topologies.fixed
@@ -905,14 +921,17 @@ async def serve_hub(
     settings: HubSettings | None = None,
     *,
     feed: TopologyFeed | None = None,
+    tls: ReloadingContext | None = None,
     task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``HubService.Process`` on ``listen`` until cancelled, routing by ``topologies``
     (one Topology means local mode: every StoryRun of its namespace follows it).
 
     ``task_status.started`` receives the bound endpoint. Runs inside ``open_grpc_loop``.
+    With ``tls`` (a server context) only mTLS is served, its files are reloaded when they
+    change, and each stream's certificate must name its namespace (``settings.identity``).
     """
-    await _serve(listen, topologies, metrics, settings, feed, None, task_status)
+    await _serve(listen, topologies, metrics, settings, feed, None, tls, task_status)
 
 
 async def serve_hub_until(
@@ -922,11 +941,12 @@ async def serve_hub_until(
     settings: HubSettings | None,
     stop: trio.Event,
     *,
+    tls: ReloadingContext | None = None,
     task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Like :func:`serve_hub`, and when ``stop`` is set: stop admitting, deliver for the
     shutdown grace period, then stop (what is left is counted lost and logged)."""
-    await _serve(listen, topologies, metrics, settings, None, stop, task_status)
+    await _serve(listen, topologies, metrics, settings, None, stop, tls, task_status)
 
 
 async def _serve(
@@ -936,6 +956,7 @@ async def _serve(
     settings: HubSettings | None,
     feed: TopologyFeed | None,
     stop: trio.Event | None,
+    tls: ReloadingContext | None,
     task_status: trio.TaskStatus[Endpoint],
 ) -> None:
     registry = (
@@ -949,11 +970,14 @@ async def _serve(
             functools.partial(
                 serve_grpc,
                 max_streams_per_connection=max(100, hub.settings.max_streams),
+                tls=tls,
             ),
             listen,
             [PROCESS_METHOD],
             hub.accept,
         )
+        if tls is not None:
+            nursery.start_soon(watch_tls, tls, hub.settings.tls_reload_interval, metrics)
         task_status.started(server.endpoint)
         if stop is None:
             await trio.sleep_forever()

@@ -1160,7 +1160,15 @@ async def open_grpc_channel(
     try:
         yield GrpcChannel(channel, endpoint, peer_namespace=peer_namespace)
     finally:
+        protocol = channel._protocol  # noqa: SLF001 - grpclib keeps the connection here
+        connection = getattr(protocol, "connection", None)
+        transport = getattr(connection, "_transport", None)
         channel.close()
+        if transport is not None and tls is not None:
+            # A TLS transport's close() waits for the peer's close_notify before it lets the
+            # socket go, in a callback the closing asyncio loop may never run: release the
+            # socket now (the streams are over; nothing is left to say).
+            transport.abort()
 
 
 def _skip_idle_synchronize(loop: Any) -> None:

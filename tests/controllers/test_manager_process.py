@@ -12,6 +12,8 @@ import trio
 from kubefake import FakeKube, serve_fake_kube
 from procs import open_cluster
 
+from bobravoz.sdk.local_pki import LocalPki
+
 LEASE = "coordination.k8s.io/v1/leases"
 STORYRUNS = "/apis/runs.bubustack.io/v1alpha1/storyruns"
 
@@ -23,6 +25,12 @@ def fetch(url: str) -> tuple[int, str]:
 
 async def test_manager_serves_health_leads_and_releases_on_sigterm(tmp_path: Path) -> None:
     fake = FakeKube()
+    hub = LocalPki(tmp_path / "pki").issue("hub", namespace="bobravoz-system").files
+    tls = {
+        "BUBU_HUB_TLS_CERT_FILE": hub.cert,
+        "BUBU_HUB_TLS_KEY_FILE": hub.key,
+        "BUBU_HUB_CA_FILE": hub.ca,
+    }
     async with trio.open_nursery() as nursery:
         host = await nursery.start(serve_fake_kube, fake)
         async with open_cluster(tmp_path) as cluster:
@@ -45,6 +53,7 @@ async def test_manager_serves_health_leads_and_releases_on_sigterm(tmp_path: Pat
                     "--config-namespace",
                     "bobravoz-system",
                 ],
+                tls,
             )
             health = manager.find("ready")["health"]  # type: ignore[index]
             status, _ = await trio.to_thread.run_sync(fetch, f"http://{health}/healthz")

@@ -95,6 +95,8 @@ class Settings:
     hop_rates: tuple[int, ...] = (200, 2000)
     hop_seconds: float = 5.0
     results_dir: Path = RESULTS
+    #: mTLS (TLS 1.3, client certificates) between the clients and the hub or the relay.
+    tls: bool = False
 
 
 class Child:
@@ -244,6 +246,29 @@ class Bench:
         self.notes: list[str] = []
         self.failures: list[str] = []
         self.raw: dict[str, Any] = {"settings": {k: str(v) for k, v in asdict(settings).items()}}
+        self.hub_tls_env: dict[str, str] = {}
+        if settings.tls:
+            self._issue_certificates()
+
+    def _issue_certificates(self) -> None:
+        """An ephemeral CA: the hub and the relay serve one certificate, every client
+        presents another (children inherit ``BENCH_TLS_*``; the hub reads its own names)."""
+        from bobravoz.sdk.local_pki import LocalPki
+
+        pki = LocalPki(self.logs / "pki")
+        server = pki.issue("server").files
+        client = pki.issue("client").files
+        self.hub_tls_env = {
+            "BUBU_TRANSPORT_SECURITY_MODE": "tls",
+            "BUBU_HUB_TLS_CERT_FILE": server.cert,
+            "BUBU_HUB_TLS_KEY_FILE": server.key,
+            "BUBU_HUB_CA_FILE": server.ca,
+        }
+        os.environ["BENCH_TLS_SERVER_CERT"] = server.cert
+        os.environ["BENCH_TLS_SERVER_KEY"] = server.key
+        os.environ["BENCH_TLS_CERT"] = client.cert
+        os.environ["BENCH_TLS_KEY"] = client.key
+        os.environ["BENCH_TLS_CA"] = client.ca
 
     # -- processes ---------------------------------------------------------------------
 
@@ -260,11 +285,20 @@ class Bench:
                 "BOBRAVOZ_LOG_LEVEL": "WARNING",
                 "BOBRAVOZ_HUB_MAX_STREAMS": "10000",
                 "BOBRAVOZ_HUB_SHUTDOWN_GRACE": "1s",
+                **self.hub_tls_env,
             }
             server = Server(kind, argv, env=env, log=self._log(kind))
             server.target = server.wait_event("ready", 60)["listen"]
         elif kind == "baseline":
-            server = Server(kind, [*python, "loadtests.relay"], log=self._log(kind))
+            relay_env = (
+                {
+                    "BENCH_TLS_CERT": os.environ["BENCH_TLS_SERVER_CERT"],
+                    "BENCH_TLS_KEY": os.environ["BENCH_TLS_SERVER_KEY"],
+                }
+                if self.s.tls
+                else {}
+            )
+            server = Server(kind, [*python, "loadtests.relay"], env=relay_env, log=self._log(kind))
             server.target = server.wait_event("ready", 60)["listen"]
         else:
             log = self._log(kind)
@@ -862,12 +896,19 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--rates", default=None, help="latency: comma-separated packets/s")
     parser.add_argument("--pairs", default=None, help="streams: comma-separated pair counts")
     parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="mTLS between clients and hub/relay (modes peak, latency, streams only)",
+    )
     args = parser.parse_args(argv)
     modes = tuple(mode.strip() for mode in args.modes.split(",") if mode.strip())
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         parser.error(f"unknown modes: {', '.join(unknown)} (known: {', '.join(MODES)})")
-    settings = Settings(modes=modes)
+    if args.tls and {"hop", "nats"} & set(modes):
+        parser.error("--tls measures the gRPC servers: use --modes peak,latency,streams")
+    settings = Settings(modes=modes, tls=args.tls)
     if args.quick:
         settings.rounds = 1
         settings.peak_count = 20_000
@@ -905,6 +946,10 @@ def main(argv: list[str] | None = None) -> int:
         hop = bench.run_hop()
     table = build_table(settings, rounds, streams, hop)
     print()
+    print(
+        "clients <-> hub and relay: "
+        + ("mTLS (TLS 1.3, client certificates)" if settings.tls else "plaintext h2c")
+    )
     print(table.render())
     checks = client_server_check(settings, rounds, streams)
     print()

@@ -39,6 +39,7 @@ from loadtests.benchwire import (
     latency_summary,
     process_request_template,
     require_default_loop,
+    tls_context,
 )
 from loadtests.grpc_raw import METHOD, RawCodec, binding_headers, read_chunk, write_client
 
@@ -77,7 +78,7 @@ async def produce(
     require_default_loop()
     head, tail = process_request_template(size)
     framer = Framer(head, tail, batch)
-    channel = Channel(host, port, codec=RawCodec())
+    channel = Channel(host, port, codec=RawCodec(), ssl=tls_context("client"))
     pacer = Pacer(count, rate, batch)
     try:
         async with _open(channel, storyrun, "producer") as stream:
@@ -113,7 +114,7 @@ async def consume(
     all; report rate, latency (from the stamps; every sample with ``raw``) and CPU per
     packet."""
     require_default_loop()
-    channel = Channel(host, port, codec=RawCodec())
+    channel = Channel(host, port, codec=RawCodec(), ssl=tls_context("client"))
     stamps = StampReader()
     received = reads = 0
     first = last = 0.0
@@ -167,7 +168,7 @@ async def _open_streams(host: str, port: int, names: list[str], step: str) -> li
 
     async def one(name: str) -> Any:
         async with gate:
-            channel = Channel(host, port, codec=RawCodec())
+            channel = Channel(host, port, codec=RawCodec(), ssl=tls_context("client"))
             stream = await _open(channel, name, step).__aenter__()
             await stream.send_request()
             await stream.recv_initial_metadata()

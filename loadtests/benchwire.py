@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
+import ssl
 import struct
 import sys
 import time
@@ -27,6 +29,23 @@ GRPC_PREFIX: Final = struct.Struct(">?I")
 _LENGTH: Final = struct.Struct(">I")
 #: Bytes of a payload before its padding.
 PAYLOAD_HEAD: Final = len(MAGIC) + STAMP.size
+
+
+def tls_context(side: str) -> ssl.SSLContext | None:
+    """With ``BENCH_TLS_CERT``/``_KEY``/``_CA`` set (``make bench BENCH_ARGS=--tls``), a TLS 1.3
+    mTLS context for ``side`` (``server`` requires client certificates; ``client`` presents
+    one), as the hub's own; None otherwise (plaintext)."""
+    cert, key, ca = (os.environ.get(f"BENCH_TLS_{part}") for part in ("CERT", "KEY", "CA"))
+    if not (cert and key and ca):
+        return None
+    server = side == "server"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols(["h2"])
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(cafile=ca)
+    return context
 
 
 def payload_padding(size: int) -> bytes:

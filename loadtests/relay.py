@@ -21,7 +21,7 @@ from typing import Any
 import grpclib.const
 import grpclib.server
 
-from loadtests.benchwire import complete_frames, require_default_loop
+from loadtests.benchwire import complete_frames, require_default_loop, tls_context
 from loadtests.grpc_raw import METHOD, RawCodec, read_chunk, write_server
 
 #: Which step's stream receives what a step's streams send.
@@ -103,7 +103,7 @@ class Relay:
 async def main(host: str, port: int) -> None:
     require_default_loop()
     server = grpclib.server.Server([Relay()], codec=RawCodec())
-    await server.start(host, port)
+    await server.start(host, port, ssl=tls_context("server"))
     bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
     print(json.dumps({"event": "ready", "listen": f"{host}:{bound}"}), flush=True)
     await server.wait_closed()

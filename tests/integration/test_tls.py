@@ -332,3 +332,41 @@ async def test_up_with_tls_runs_every_hub_hop_over_mtls(tmp_path: Path) -> None:
     assert re.search(r"^delivered\s+300 \(expected 300\)", summary, re.MULTILINE), summary
     assert re.search(r"^lost\s+0 ", summary, re.MULTILINE), summary
     assert "mTLS on all 4 hub and connector endpoints" in summary
+
+
+async def test_generation_takeover_needs_a_certificate_of_the_namespace(tmp_path: Path) -> None:
+    (tmp_path / "story.yaml").write_text(STORY)
+    pki = LocalPki(tmp_path / "pki")
+    async with open_cluster(tmp_path) as cluster:
+        hub = await secure_hub(cluster, pki, tmp_path / "story.yaml")
+        metrics = hub.find("ready")["metrics"]  # type: ignore[index]
+        address = parse_endpoint(hub.find("ready")["listen"])  # type: ignore[index]
+        real = await cluster.connector(
+            hub, "producer", env=connector_env(pki.issue("producer").files)
+        )
+        await wait_for_metric(metrics, "bobravoz_open_streams", 1)
+        highest = BindingIdentity(
+            storyrun="run-1", namespace="default", step="producer", generation=2**31 - 1
+        )
+        async with open_grpc_loop():
+            # Another namespace's certificate cannot take the step over, whatever generation.
+            intruder = ReloadingContext(pki.issue("intruder", namespace="other").files, "client")
+            async with open_grpc_channel(address, tls=intruder) as channel:
+                with pytest.raises(RemoteStatusError) as refused:
+                    async with channel.open_stream(PROCESS_METHOD, highest.headers()):
+                        pass
+            assert refused.value.code == StatusCode.PERMISSION_DENIED
+            samples = await trio.to_thread.run_sync(scrape, metrics)
+            assert metric(samples, "bobravoz_stream_takeovers_total") == 0
+            assert real.process.returncode is None
+
+            # A certificate of the namespace can (a cutover): counted, and logged with who.
+            successor = ReloadingContext(pki.issue("successor").files, "client")
+            async with (
+                open_grpc_channel(address, tls=successor) as channel,
+                channel.open_stream(PROCESS_METHOD, highest.headers()),
+            ):
+                await wait_for_metric(metrics, "bobravoz_stream_takeovers_total", 1)
+        log = (tmp_path / "hub.log").read_text()
+        assert "generation 2147483647 of default/run-1/producer" in log
+        assert "spiffe://bobravoz.local/ns/default/sa/successor" in log

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -1131,13 +1132,14 @@ async def _client_pumps(
 async def open_grpc_channel(
     endpoint: Endpoint,
     *,
-    tls: ReloadingContext | None = None,
+    tls: ReloadingContext | ssl.SSLContext | None = None,
     server_name: str | None = None,
     peer_namespace: str | None = None,
 ) -> AsyncIterator[GrpcChannel]:
     """Open a client connection to ``endpoint`` (TCP ``host:port`` or ``unix://path``).
 
-    With ``tls`` (a client context) the connection is mTLS; the server's certificate is
+    With ``tls`` (a client context; an ``ssl.SSLContext`` as it is, e.g. server-auth only)
+    the connection is TLS; the server's certificate is
     checked against ``server_name`` (default: the dialled host; ``localhost`` for a unix
     socket) when the context checks host names. With ``peer_namespace`` a stream opens only
     when the server's certificate carries a SPIFFE ID of that namespace (peer-to-peer hops,
@@ -1148,7 +1150,7 @@ async def open_grpc_channel(
         if tls is not None
         else None
     )
-    context = tls.context if tls is not None else None
+    context = tls.context if isinstance(tls, ReloadingContext) else tls
     if endpoint.unix_path is not None:
         channel = Channel(
             path=endpoint.unix_path, codec=ForwardingCodec(), ssl=context, config=config

@@ -136,6 +136,16 @@ class ReloadingContext:
                     on_reload(self)
 
 
+def server_auth_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A client context that verifies the server (host name included) against ``ca_file``, or
+    the system's trust store without one, and presents no certificate: what an engram uses
+    toward a connector that is not on loopback or a unix socket (the Go SDK's rule)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class PeerIdentity:
@@ -268,4 +278,5 @@ __all__ = [
     "hub_server_files",
     "peer_identity",
     "security_mode",
+    "server_auth_context",
 ]

@@ -47,6 +47,7 @@ from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.status import RemoteStatusError
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, open_supervisor
+from bobravoz.runtime.tls import security_mode, server_auth_context
 from bobravoz.sdk.packet import Packet, decode_packet, encode_packet
 from bobravoz.sdk.report import report
 
@@ -82,11 +83,16 @@ class EngramSettings:
     #: Reconnect attempts after a lost connection; negative retries forever.
     max_retries: int = 10
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    #: TLS toward the connector: only when it is not on loopback or a unix socket (then TLS
+    #: 1.3, the server verified against ``ca_file`` or the system's trust store).
+    tls: bool = False
+    ca_file: str | None = None
 
 
 def load_settings(environ: Mapping[str, str]) -> EngramSettings:
     """Settings from ``environ`` (names in the README); raise ConfigError naming the variable."""
     env = EnvReader(environ)
+    security_mode(env)  # only "" or "tls"; the rule below is the same for both
     try:
         binding = parse_binding(env.text("BUBU_TRANSPORT_BINDING"))
     except BindingError as error:
@@ -117,6 +123,8 @@ def load_settings(environ: Mapping[str, str]) -> EngramSettings:
         reconnect_base=env.duration("BUBU_GRPC_RECONNECT_BASE_BACKOFF", 0.5) or 1.0,
         reconnect_max=env.duration("BUBU_GRPC_RECONNECT_MAX_BACKOFF", 30.0),
         max_retries=env.integer("BUBU_GRPC_RECONNECT_MAX_RETRIES", 10, minimum=-(2**31)),
+        tls=not connector.is_local,
+        ca_file=env.optional("BUBU_GRPC_CA_FILE"),
     )
 
 
@@ -340,8 +348,9 @@ async def _run_connection(session: _Session) -> None:
     control_headers = {PROTOCOL_HEADER: PROTOCOL_VERSION}
     if settings.binding_reference:
         control_headers[BINDING_HEADER] = settings.binding_reference
+    tls = server_auth_context(settings.ca_file) if settings.tls else None
     async with (
-        open_grpc_channel(settings.connector) as channel,
+        open_grpc_channel(settings.connector, tls=tls) as channel,
         channel.open_stream(CONTROL_METHOD, control_headers) as control,
     ):
         await _wait_ready(control, settings.message_timeout)

@@ -5,23 +5,40 @@ SPIFFE ID is held against the namespace a stream claims."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import ssl
 from pathlib import Path
 
 import pytest
+import trio
 
 from bobravoz.connector.config import load_config
 from bobravoz.controllers.main import ManagerOptions
 from bobravoz.controllers.main import main as manager_main
+from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingInfo, encode_binding
 from bobravoz.runtime.endpoints import Endpoint, parse_endpoint
 from bobravoz.runtime.envconfig import ConfigError
+from bobravoz.runtime.grpc_bridge import (
+    ServerStream,
+    open_grpc_channel,
+    open_grpc_loop,
+    serve_grpc,
+)
 from bobravoz.runtime.handshake import HandshakeError, check_identity
 from bobravoz.runtime.hub.main import hub_settings, hub_tls
-from bobravoz.runtime.status import StatusCode
-from bobravoz.runtime.tls import PeerIdentity, ReloadingContext, TlsFiles, peer_identity
+from bobravoz.runtime.status import RemoteStatusError, StatusCode
+from bobravoz.runtime.tls import (
+    PeerIdentity,
+    ReloadingContext,
+    TlsFiles,
+    peer_identity,
+    server_auth_context,
+)
+from bobravoz.sdk.engram import EngramSettings, load_settings
 from bobravoz.sdk.local_pki import LocalPki
 
 LOOPBACK = Endpoint(host="127.0.0.1", port=9000)
+LOOPBACK_ANY = Endpoint(host="127.0.0.1", port=0)
 CONNECTOR = {
     "BUBU_HUB_ENDPOINT": "127.0.0.1:9000",
     "BUBU_STORYRUN_ID": "run-1",
@@ -236,3 +253,43 @@ def test_identity_check() -> None:
         with pytest.raises(HandshakeError) as missing:
             check_identity("default", secure=True, peer=peer)
         assert missing.value.reason == "identity_missing"
+
+
+def test_engram_dials_tls_only_off_the_machine(pki: LocalPki) -> None:
+    def settings(endpoint: str, **extra: str) -> EngramSettings:
+        binding = BindingEnvelope(
+            name="b", namespace="default", info=BindingInfo(endpoint=endpoint)
+        )
+        return load_settings({"BUBU_TRANSPORT_BINDING": encode_binding(binding), **extra})
+
+    assert not settings("unix:///tmp/connector.sock").tls
+    assert not settings("127.0.0.1:50051").tls
+    remote = settings("10.0.0.7:50051", BUBU_GRPC_CA_FILE=str(pki.ca_file))
+    assert remote.tls
+    assert remote.ca_file == str(pki.ca_file)
+    with pytest.raises(ConfigError, match="BUBU_TRANSPORT_SECURITY_MODE"):
+        settings("127.0.0.1:50051", BUBU_TRANSPORT_SECURITY_MODE="plaintext")
+
+
+async def test_server_auth_channel_reaches_a_tls_server(pki: LocalPki) -> None:
+    """The engram's server-auth context (no client certificate) against a TLS server."""
+    server = ReloadingContext(pki.issue("connector").files, "server")
+    server.context.verify_mode = ssl.CERT_NONE  # a connector serving engrams off loopback
+    seen: list[bool] = []
+
+    def accept(stream: ServerStream) -> None:
+        seen.append(stream.secure)
+        stream.finish(StatusCode.UNIMPLEMENTED, "test server")
+
+    async with open_grpc_loop(), trio.open_nursery() as nursery:
+        bound = await nursery.start(
+            functools.partial(serve_grpc, tls=server), LOOPBACK_ANY, ("/t.v1.T/Call",), accept
+        )
+        context = server_auth_context(str(pki.ca_file))
+        async with open_grpc_channel(bound.endpoint, tls=context) as channel:
+            with pytest.raises(RemoteStatusError) as refused:
+                async with channel.open_stream("/t.v1.T/Call"):
+                    pass
+        assert refused.value.code == StatusCode.UNIMPLEMENTED
+        assert seen == [True]
+        nursery.cancel_scope.cancel()

@@ -10,8 +10,9 @@ against the contract, tell heartbeats from data, and write it to each target ste
 of plain integers for the packets real engrams send (metadata, payload, inputs, frames, at
 most one envelope) and answers :data:`SLOW` for anything else (several packet fields, an
 overwritten identity key, more than 100 metadata entries, anything invalid, anything it does
-not recognise) so the caller takes the general path, which is the reference: whenever this
-module answers, its answer equals the general tools' (a property test holds it to that).
+not recognise; ``payload``/``inputs`` Structs are walked for UTF-8 and nesting depth) so
+the caller takes the general path, which is the reference: whenever this module answers,
+its answer equals the general tools' (a property test holds it to that).
 
 The module is written to compile with mypyc (plain classes, typed locals, no closures); the
 pure-Python module is what runs unless a compiled one is installed beside it.
@@ -38,6 +39,9 @@ HEARTBEAT: Final = 2
 _HEARTBEAT_KEY: Final = HEARTBEAT_KEY.encode()
 _MAX_FRAME: Final = 10 * 1024 * 1024
 _MAX_ENTRIES: Final = 100
+#: Struct/ListValue nesting allowed in ``payload`` and ``inputs`` (validation's
+#: ``MAX_STRUCT_DEPTH``, restated for mypyc; a test checks they agree).
+_MAX_DEPTH: Final = 32
 #: Field numbers of the packet layouts (``PacketLayout`` values, restated so this module
 #: stays plain for mypyc; a test checks they agree).
 _DATA_PACKET: Final = (1, 2, 3, 4, 5, 6, 7, 8)
@@ -195,6 +199,102 @@ def _value_length(data: bytes, pos: int) -> int:
         shift += 7
 
 
+def _utf8_ok(data: bytes, start: int, end: int) -> bool:
+    """Whether ``data[start:end]`` is UTF-8 (proto3 ``string`` fields must be)."""
+    chunk = data[start:end]
+    if chunk.isascii():
+        return True
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _struct_ok(data: bytes, pos: int, end: int, depth: int) -> bool:
+    """Whether the ``google.protobuf.Struct`` in ``data[pos:end]``, at nesting level
+    ``depth``, is valid: UTF-8 keys and strings, at most :data:`_MAX_DEPTH` levels of
+    Struct/ListValue. False also for anything unusual (unknown fields, wire types, repeated
+    keys in an entry): the general checks decide those."""
+    if depth > _MAX_DEPTH:
+        return False
+    while pos < end:
+        if data[pos] != 0x0A:
+            return False
+        after = _skip(data, pos + 1, end, 2)
+        if after < 0:
+            return False
+        entry = after - _value_length(data, pos + 1)
+        key_seen = value_seen = False
+        while entry < after:
+            tag = data[entry]
+            if tag != 0x0A and tag != 0x12:
+                return False
+            field_end = _skip(data, entry + 1, after, 2)
+            if field_end < 0:
+                return False
+            start = field_end - _value_length(data, entry + 1)
+            if tag == 0x0A:
+                if key_seen or not _utf8_ok(data, start, field_end):
+                    return False
+                key_seen = True
+            else:
+                if value_seen or not _value_ok(data, start, field_end, depth):
+                    return False
+                value_seen = True
+            entry = field_end
+        pos = after
+    return True
+
+
+def _list_ok(data: bytes, pos: int, end: int, depth: int) -> bool:
+    """:func:`_struct_ok` for a ``google.protobuf.ListValue``."""
+    if depth > _MAX_DEPTH:
+        return False
+    while pos < end:
+        if data[pos] != 0x0A:
+            return False
+        after = _skip(data, pos + 1, end, 2)
+        if after < 0:
+            return False
+        if not _value_ok(data, after - _value_length(data, pos + 1), after, depth):
+            return False
+        pos = after
+    return True
+
+
+def _value_ok(data: bytes, pos: int, end: int, depth: int) -> bool:
+    """:func:`_struct_ok` for a ``google.protobuf.Value`` inside a level-``depth``
+    container (null, number, string, bool, Struct or ListValue)."""
+    while pos < end:
+        tag = data[pos]
+        if tag == 0x08 or tag == 0x20:  # null_value, bool_value
+            after = _skip(data, pos + 1, end, 0)
+            if after < 0:
+                return False
+        elif tag == 0x11:  # number_value
+            after = _skip(data, pos + 1, end, 1)
+            if after < 0:
+                return False
+        elif tag == 0x1A or tag == 0x2A or tag == 0x32:
+            after = _skip(data, pos + 1, end, 2)
+            if after < 0:
+                return False
+            start = after - _value_length(data, pos + 1)
+            if tag == 0x1A:
+                if not _utf8_ok(data, start, after):
+                    return False
+            elif tag == 0x2A:
+                if not _struct_ok(data, start, after, depth + 1):
+                    return False
+            elif not _list_ok(data, start, after, depth + 1):
+                return False
+        else:
+            return False
+        pos = after
+    return True
+
+
 def _envelope(data: bytes, pos: int, end: int) -> bool:
     """Whether the ``StreamEnvelope`` in ``data[pos:end]`` is valid with no chunk fields
     (``stream_id`` and ``partition`` UTF-8 of at most 128 characters, a ``sequence``); False
@@ -264,7 +364,10 @@ def scan_packet(
             if not _envelope(data, after - _value_length(data, pos + 1), after):
                 return SLOW, 0, 0
             envelope_start, envelope_end = pos, after
-        elif number <= 8 and number != layout[1] and number != layout[2]:
+        elif number == layout[1] or number == layout[2]:
+            if not _struct_ok(data, after - _value_length(data, pos + 1), after, 1):
+                return SLOW, 0, 0
+        elif number <= 8:
             return SLOW, 0, 0  # transports, audio, video: the general checks
         pos = after
     return kind, envelope_start, envelope_end

@@ -15,6 +15,7 @@ from typing import Final, final
 import betterproto2
 
 from bobravoz.protocol.wire import (
+    I64,
     LEN,
     VARINT,
     PacketLayout,
@@ -30,6 +31,12 @@ MAX_METADATA_KEY: Final = 128
 MAX_METADATA_VALUE: Final = 1024
 MAX_TRANSPORTS: Final = 10
 MAX_PARTITION_ACKS: Final = 256
+#: How deep ``Struct`` / ``ListValue`` containers may nest in a packet's ``payload`` and
+#: ``inputs`` (the top-level Struct is level 1). Protobuf's C++, Java and Python parsers refuse
+#: messages nested more than 100 deep, and each Struct level costs them three messages
+#: (Struct, map entry, Value): 32 levels is the deepest that still parses two messages down
+#: (``ProcessResponse`` -> ``DataPacket``). Python's upb parser was measured refusing 34.
+MAX_STRUCT_DEPTH: Final = 32
 
 
 @final
@@ -60,7 +67,7 @@ def _text(data: bytes, path: str, limit: int) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise _InvalidError(path, "malformed", "not valid UTF-8") from None
+        raise _InvalidError(path, "invalid_utf8", "not valid UTF-8") from None
     if len(text) > limit:
         raise _InvalidError(path, "too_long", f"{len(text)} characters, the limit is {limit}")
     return text
@@ -151,6 +158,71 @@ def _check_frame(kind: str, data: bytes) -> None:
             )
         if not 1 <= seen_channels <= 8:
             raise _InvalidError("audio.channels", "out_of_range", f"{seen_channels} not in 1..8")
+
+
+def _utf8(data: bytes, start: int, end: int, path: str) -> str:
+    """``data[start:end]`` as text; an ``invalid_utf8`` violation at ``path`` otherwise."""
+    try:
+        return data[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _InvalidError(path, "invalid_utf8", "not valid UTF-8") from None
+
+
+def _check_struct(data: bytes, path: str, depth: int) -> None:
+    """A ``google.protobuf.Struct``: UTF-8 keys, valid values, nested at most
+    :data:`MAX_STRUCT_DEPTH` levels (this one is level ``depth``)."""
+    if depth > MAX_STRUCT_DEPTH:
+        raise _InvalidError(
+            path, "nesting_too_deep", f"Struct/ListValue nested deeper than {MAX_STRUCT_DEPTH}"
+        )
+    for field in iter_fields(data):
+        if field.number != 1:
+            continue  # unknown fields: parsers skip them unread
+        _expect(field.wire_type, LEN, path)
+        key = ""
+        entry = data[field.value_start : field.end]
+        for inner in iter_fields(entry):
+            if inner.number == 1:
+                _expect(inner.wire_type, LEN, path)
+                key = _utf8(entry, inner.value_start, inner.end, f"{path} key")
+            elif inner.number == 2:
+                _expect(inner.wire_type, LEN, path)
+                where = f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+                _check_value(entry[inner.value_start : inner.end], where, depth)
+
+
+def _check_list(data: bytes, path: str, depth: int) -> None:
+    """A ``google.protobuf.ListValue`` at nesting level ``depth``."""
+    if depth > MAX_STRUCT_DEPTH:
+        raise _InvalidError(
+            path, "nesting_too_deep", f"Struct/ListValue nested deeper than {MAX_STRUCT_DEPTH}"
+        )
+    index = 0
+    for field in iter_fields(data):
+        if field.number == 1:
+            _expect(field.wire_type, LEN, path)
+            _check_value(data[field.value_start : field.end], f"{path}[{index}]", depth)
+            index += 1
+
+
+#: ``google.protobuf.Value`` fields: number -> wire type (null, number, string, bool, struct,
+#: list).
+_VALUE_WIRE: Final = {1: VARINT, 2: I64, 3: LEN, 4: VARINT, 5: LEN, 6: LEN}
+
+
+def _check_value(data: bytes, path: str, depth: int) -> None:
+    """A ``google.protobuf.Value`` inside a container at nesting level ``depth``."""
+    for field in iter_fields(data):
+        wanted = _VALUE_WIRE.get(field.number)
+        if wanted is None:
+            continue
+        _expect(field.wire_type, wanted, path)
+        if field.number == 3:
+            _utf8(data, field.value_start, field.end, path)
+        elif field.number == 5:
+            _check_struct(data[field.value_start : field.end], path, depth + 1)
+        elif field.number == 6:
+            _check_list(data[field.value_start : field.end], path, depth + 1)
 
 
 def _check_transport(data: bytes, path: str) -> None:
@@ -257,7 +329,9 @@ def _check_packet(data: bytes, layout: PacketLayout) -> None:
             _expect(field.wire_type, LEN, "envelope")
             _check_envelope(data[field.value_start : field.end])
         elif number in (payload_n, inputs_n):
-            _expect(field.wire_type, LEN, "payload" if number == payload_n else "inputs")
+            name = "payload" if number == payload_n else "inputs"
+            _expect(field.wire_type, LEN, name)
+            _check_struct(data[field.value_start : field.end], name, 1)
     del pairs
     if len(keys) > MAX_METADATA_PAIRS:
         raise _InvalidError(

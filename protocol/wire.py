@@ -84,8 +84,16 @@ class WireField:
     end: int
 
 
+#: The largest field number protobuf allows (2**29 - 1); parsers refuse larger ones.
+MAX_FIELD_NUMBER: Final = (1 << 29) - 1
+
+
 def iter_fields(data: bytes) -> Iterator[WireField]:
-    """Walk the top-level fields of a serialized message, in wire order."""
+    """Walk the top-level fields of a serialized message, in wire order.
+
+    Raises :class:`WireFormatError` for what protobuf's own parsers refuse as corrupt: field
+    number 0 or above :data:`MAX_FIELD_NUMBER`, a tag or a length varint of more than five
+    bytes, a length of 2 GiB or more, unknown wire types, truncation."""
     pos = 0
     end = len(data)
     while pos < end:
@@ -95,16 +103,21 @@ def iter_fields(data: bytes) -> Iterator[WireField]:
             pos += 1
         else:
             key, pos = decode_varint(data, pos)
+            if pos - start > 5:
+                raise WireFormatError(f"tag longer than 5 bytes at offset {start}")
         number = key >> 3
         wire_type = key & 7
-        if number == 0:
-            raise WireFormatError(f"field number 0 at offset {start}")
+        if number == 0 or number > MAX_FIELD_NUMBER:
+            raise WireFormatError(f"field number {number} at offset {start}")
         if wire_type == LEN:
             length = data[pos] if pos < end else 0x80
             if length < 0x80:
                 pos += 1
             else:
+                at = pos
                 length, pos = decode_varint(data, pos)
+                if pos - at > 5 or length >= 1 << 31:
+                    raise WireFormatError(f"field {number}: length varint out of range")
             value_start = pos
             pos += length
         elif wire_type == VARINT:

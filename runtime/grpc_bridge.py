@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import logging
 import ssl
 import time
@@ -27,7 +28,11 @@ from typing import Any, Final, Generic, TypeVar, final
 import grpclib.client
 import grpclib.const
 import grpclib.exceptions
+import grpclib.metadata
 import grpclib.server
+import h2.config
+import h2.connection
+import h2.events
 import h2.exceptions
 import h2.settings
 import hyperframe.frame
@@ -37,9 +42,20 @@ from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase
 
-from bobravoz.protocol.framing import frame_messages, split_messages
+from bobravoz.protocol.framing import UNLIMITED, declared_length, frame_messages, split_messages
 from bobravoz.runtime.endpoints import Endpoint, prepare_unix_socket
 from bobravoz.runtime.groups import lone_exception
+from bobravoz.runtime.guard import (
+    ENHANCE_YOUR_CALM,
+    NO_ERROR,
+    PROTOCOL_ERROR,
+    BoundaryLimits,
+    ConnectionGuard,
+    ConnectionState,
+    Refusal,
+    connection_bound,
+    open_files_limit,
+)
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.tls import PeerIdentity, ReloadingContext, peer_identity
 
@@ -48,10 +64,6 @@ log = logging.getLogger(__name__)
 
 #: Batch size the pumps move at most per wake-up.
 DEFAULT_BATCH: Final = 256
-#: Idle seconds before a server pings a connection (grpclib's server default is 2 h; each
-#: closed connection's cancelled timer lingers in trio-asyncio's queue until it was due, so
-#: this also bounds that memory).
-KEEPALIVE_TIME: Final = 300.0
 #: Messages buffered per direction inside the bridge before the pump waits (HTTP/2 pushes back).
 DEFAULT_PIPE_CAPACITY: Final = 512
 
@@ -103,6 +115,9 @@ class _Pipe(Generic[T]):
         self.sink: Callable[[list[T]], int] | None = None
         #: Received bytes of a message whose rest has not arrived yet (inbound pipes).
         self.partial = b""
+        #: Largest message this pipe carries (checked on the length prefix inbound, before
+        #: the body is kept; before framing outbound).
+        self.max_message = UNLIMITED
 
     def wake(self) -> None:
         """Wake every waiter of either loop; each re-checks its own condition."""
@@ -180,12 +195,29 @@ hyperframe.frame.DataFrame._body_repr = _short_data_frame_repr  # type: ignore[m
 _COALESCE_BYTES: Final = 256 * 1024
 
 
-def _frame_messages(messages: list[Any]) -> bytes:
-    """Length-prefixed gRPC messages, concatenated: several fit one HTTP/2 DATA frame."""
+@final
+class MessageTooLarge(Exception):
+    """A gRPC message over a size limit (``BUBU_HUB_MAX_RECV_BYTES`` / ``_MAX_SEND_BYTES``)."""
+
+    def __init__(self, size: int, limit: int, direction: str) -> None:
+        super().__init__(
+            f"a {size}-byte message is over the {limit}-byte limit of messages {direction}"
+        )
+        self.size = size
+        self.limit = limit
+        self.direction = direction
+
+
+def _frame_messages(messages: list[Any], limit: int = UNLIMITED) -> bytes:
+    """Length-prefixed gRPC messages, concatenated: several fit one HTTP/2 DATA frame.
+    Raises :class:`MessageTooLarge` (framing nothing) for one over ``limit`` bytes."""
     try:
-        return frame_messages(messages)
+        return frame_messages(messages, limit)
     except TypeError:  # typed messages among them (control paths): serialise those first
-        return frame_messages([m if isinstance(m, bytes) else bytes(m) for m in messages])
+        return _frame_messages([m if isinstance(m, bytes) else bytes(m) for m in messages], limit)
+    except ValueError:
+        size = max(len(message) for message in messages)
+        raise MessageTooLarge(size, limit, "sent") from None
 
 
 def _take_coalesced(pipe: _Pipe[Any], *, wake: bool = True) -> list[Any]:
@@ -210,7 +242,8 @@ async def _write_server(
 ) -> None:
     """Write ``messages`` with one grpclib data write (grpclib's per-message path costs a
     socket write per message; the bookkeeping below mirrors its ``send_message``)."""
-    await stream._stream.send_data(_frame_messages(messages))  # noqa: SLF001
+    data = _frame_messages(messages, ends._outbound.max_message)  # noqa: SLF001
+    await stream._stream.send_data(data)  # noqa: SLF001
     ends._count_written(messages)  # noqa: SLF001
     stream._send_message_done = True  # noqa: SLF001
     stream._messages_sent += len(messages)  # noqa: SLF001
@@ -226,7 +259,10 @@ def _write_now(stream: Any, messages: list[Any], ends: _StreamEnds) -> bool:
     connection = h2_stream.connection
     if not connection.write_ready.is_set():
         return False
-    data = _frame_messages(messages)
+    try:
+        data = _frame_messages(messages, ends._outbound.max_message)  # noqa: SLF001
+    except MessageTooLarge:
+        return False  # the pump meets it and ends the stream
     size = len(data)
     h2_connection = h2_stream._h2_connection  # noqa: SLF001
     try:
@@ -620,10 +656,14 @@ class _Service:
         incoming: trio.MemorySendChannel[ServerStream],
         *,
         secure: bool = False,
+        limits: BoundaryLimits | None = None,
+        guard: ConnectionGuard | None = None,
     ):
         self._secure = secure
         self._methods = methods
         self._incoming = incoming
+        self._limits = limits or BoundaryLimits()
+        self._guard = guard
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         return {
@@ -646,18 +686,23 @@ class _Service:
             secure=self._secure,
             identity=peer_identity(certificate),
         )
+        ends._inbound.max_message = self._limits.max_recv_bytes  # noqa: SLF001
+        ends._outbound.max_message = self._limits.max_send_bytes  # noqa: SLF001
         try:
             self._incoming.send_nowait(ends)
         except trio.WouldBlock:
+            message = "too many streams waiting to be admitted"
+            if self._guard is not None:
+                self._guard.count(Refusal("admission_backlog", message))
             raise grpclib.exceptions.GRPCError(
-                grpclib.const.Status.RESOURCE_EXHAUSTED, "too many streams waiting to be admitted"
+                grpclib.const.Status.RESOURCE_EXHAUSTED, message
             ) from None
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise grpclib.exceptions.GRPCError(
                 grpclib.const.Status.UNAVAILABLE, "the server is shutting down"
             ) from None
         try:
-            await _serve_pumps(stream, ends)
+            await _serve_pumps(stream, ends, self._guard)
         finally:
             ends._inbound.close(ends._inbound.error)  # noqa: SLF001
             ends._outbound.close(trio.BrokenResourceError("call ended"))  # noqa: SLF001
@@ -739,7 +784,7 @@ def _install_eager_reader(stream: Any, inbound: _Pipe[Any]) -> None:
             return
         try:
             _take_in(stream, inbound, data)
-        except ValueError:
+        except (ValueError, MessageTooLarge):
             queue_data(data, ack_size)  # the reading task reports it
             return
         buffer._ack_callback(ack_size)  # noqa: SLF001 - consumed, as a read would acknowledge
@@ -750,19 +795,33 @@ def _install_eager_reader(stream: Any, inbound: _Pipe[Any]) -> None:
 def _take_in(stream: Any, inbound: _Pipe[Any], data: bytes) -> None:
     """Split ``data`` (after the partial message received before it) into messages, count
     them as grpclib would, offer them to the sink when nothing is queued ahead, and queue
-    the rest. Raises ``ValueError`` (having changed nothing) for a compressed message."""
+    the rest. Raises ``ValueError`` (having changed nothing) for a compressed message, and
+    :class:`MessageTooLarge` once the length prefix of a message over ``inbound.max_message``
+    is in (the messages before it are taken in first; its body is never kept)."""
     partial = inbound.partial
-    messages, inbound.partial = split_messages(partial + data if partial else data)
+    limit = inbound.max_message
+    messages, rest = split_messages(partial + data if partial else data, limit)
+    inbound.partial = rest
     if messages:
         _count_received(stream, len(messages))
         if inbound.sink is not None and not inbound.items and not inbound.closed:
             messages = _sink(inbound, messages)
         inbound.put_all(messages)
+    if rest and declared_length(rest) > limit:
+        inbound.partial = b""
+        raise MessageTooLarge(declared_length(rest), limit, "received")
 
 
-async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> None:
+async def _receive_into(
+    stream: Any,
+    inbound: _Pipe[Any],
+    *,
+    trailers: bool,
+    on_too_large: Callable[[MessageTooLarge], None] | None = None,
+) -> None:
     """Move received messages into ``inbound`` until the peer ends (then close it); a failure
-    closes it with the translated error, which the trio side raises.
+    closes it with the translated error, which the trio side raises. A message over the
+    pipe's size limit closes it broken and is reported to ``on_too_large``.
 
     Reads in bulk (:func:`_read_chunk`): every message complete in what grpclib buffered is
     put in one go, and the trio side is woken once. With a sink set, the read callback may
@@ -793,6 +852,12 @@ async def _receive_into(stream: Any, inbound: _Pipe[Any], *, trailers: bool) -> 
     except asyncio.CancelledError:
         inbound.close(trio.BrokenResourceError("stream cancelled"))
         raise
+    except MessageTooLarge as error:
+        broken = trio.BrokenResourceError(str(error))
+        broken.__cause__ = error
+        inbound.close(broken)
+        if on_too_large is not None:
+            on_too_large(error)
     except Exception as error:  # noqa: BLE001 - surfaces on the trio side
         status = _status_from_trailers(stream) if trailers else None
         if status is not None:
@@ -848,9 +913,19 @@ def _status_from_trailers(stream: Any) -> RemoteStatusError | StatusCode | None:
     return RemoteStatusError(code, urllib.parse.unquote(values.get("grpc-message", "")))
 
 
-async def _serve_pumps(stream: grpclib.server.Stream[Any, Any], ends: ServerStream) -> None:
+async def _serve_pumps(
+    stream: grpclib.server.Stream[Any, Any], ends: ServerStream, guard: ConnectionGuard | None
+) -> None:
     inbound = ends._inbound  # noqa: SLF001
     outbound = ends._outbound  # noqa: SLF001
+
+    def too_large(error: MessageTooLarge) -> None:
+        # Refused at the length prefix: the stream ends with RESOURCE_EXHAUSTED naming the
+        # limit (messages queued before it are still written, then the trailers).
+        if guard is not None:
+            reason = "max_recv_bytes" if error.direction == "received" else "max_send_bytes"
+            guard.count(Refusal(reason, str(error)))
+        ends.finish(StatusCode.RESOURCE_EXHAUSTED, str(error))
 
     async def send_pump() -> None:
         headers_sent = False
@@ -859,14 +934,19 @@ async def _serve_pumps(stream: grpclib.server.Stream[Any, Any], ends: ServerStre
                 await stream.send_initial_metadata()
                 headers_sent = True
             if outbound.items and not outbound.halted:
-                await _write_server(stream, _take_coalesced(outbound), ends)
+                try:
+                    await _write_server(stream, _take_coalesced(outbound), ends)
+                except MessageTooLarge as error:
+                    too_large(error)  # what that batch held is lost with the stream
                 continue
             if outbound.closed:
                 return  # halted: what is left is the trio side's to withdraw
             await _wait_writing_directly(stream, ends, direct=headers_sent)
 
     async with asyncio.TaskGroup() as group:
-        receiver = group.create_task(_receive_into(stream, inbound, trailers=False))
+        receiver = group.create_task(
+            _receive_into(stream, inbound, trailers=False, on_too_large=too_large)
+        )
         try:
             await send_pump()
         except Exception as error:
@@ -885,8 +965,287 @@ class GrpcServer:
         self.endpoint = endpoint
 
 
-def _release_reset_streams(handler: Any) -> None:
-    """Release every stream once its handler task is done, even one cancelled before it ran.
+def _peer_host(peername: Any) -> str | None:
+    """The client address of a TCP peer (None for a unix-socket peer)."""
+    if isinstance(peername, tuple) and peername and isinstance(peername[0], str):
+        return peername[0]
+    return None
+
+
+def _window_update(increment: int) -> hyperframe.frame.WindowUpdateFrame:
+    frame = hyperframe.frame.WindowUpdateFrame(0)
+    frame.window_increment = increment
+    return frame
+
+
+@final
+class _ReadAhead:
+    """Connection-level flow control that lets a lagging stream hold only its own window.
+
+    grpclib acknowledges received DATA (both the stream's and the connection's window) only
+    when the stream's reader takes it, so bytes a stalled stream leaves unread hold the
+    connection's window too, and with equal windows one stalled stream stalls every stream of
+    its connection. Here DATA is acknowledged at the connection level as it arrives, while at
+    most ``budget`` bytes so acknowledged are still unread (each stream's own window bounds
+    what it can hold); the stream level is acknowledged when it is read, as before. Replaces
+    grpclib's ``Connection.ack`` (reads and releases) and sees every ``DataReceived``.
+    """
+
+    def __init__(self, connection: Any, budget: int) -> None:
+        self._connection = connection
+        self._h2: h2.connection.H2Connection = connection._connection  # noqa: SLF001
+        self._window = self._h2._inbound_flow_control_window_manager  # noqa: SLF001
+        self.budget = budget
+        #: Bytes acknowledged at the connection level on arrival and not yet read.
+        self.lent = 0
+
+    def received(self, size: int) -> None:
+        """``size`` flow-controlled bytes arrived (the caller flushes)."""
+        if size and self.lent + size <= self.budget:
+            self.lent += size
+            increment = self._window.process_bytes(size)
+            if increment:
+                self._h2._prepare_for_sending([_window_update(increment)])  # noqa: SLF001
+
+    def ack(self, stream_id: int, size: int) -> None:
+        """``size`` bytes of stream ``stream_id`` were read (or dropped with the stream)."""
+        if not size:
+            return
+        early = min(size, self.lent)
+        self.lent -= early
+        frames: list[hyperframe.frame.Frame] = []
+        if size > early:
+            increment = self._window.process_bytes(size - early)
+            if increment:
+                frames.append(_window_update(increment))
+        stream = self._h2.streams.get(stream_id)
+        if stream is not None and stream.open:
+            frames.extend(stream.acknowledge_received_data(size))
+        if frames:
+            self._h2._prepare_for_sending(frames)  # noqa: SLF001
+            if not self._connection.is_closing():
+                self._connection.flush()
+
+
+#: h2 events the guard looks at, besides DATA (which only the read-ahead counts).
+_DATA_RECEIVED: Final = h2.events.DataReceived
+_WATCHED: Final = (h2.events.StreamReset, h2.events.PingReceived)
+#: RESOURCE_EXHAUSTED in a trailers-only refusal.
+_EXHAUSTED: Final = str(int(StatusCode.RESOURCE_EXHAUSTED))
+
+
+def _protocol_refusal(error: h2.exceptions.ProtocolError) -> Refusal:
+    """The refusal h2 answered ``error`` with (it already queued the GOAWAY)."""
+    text = str(error)
+    if isinstance(error, h2.exceptions.DenialOfServiceError):
+        reason = "header_list_too_large" if "header" in text.lower() else "enhance_your_calm"
+        return Refusal(reason, text, ENHANCE_YOUR_CALM)
+    if isinstance(error, h2.exceptions.TooManyStreamsError):
+        return Refusal("max_streams_per_connection", text, PROTOCOL_ERROR)
+    if "preface" in text.lower():
+        return Refusal("bad_preface", text, PROTOCOL_ERROR)
+    return Refusal("protocol_error", text, PROTOCOL_ERROR)
+
+
+class _Wiring:
+    """The bridge's hooks on one grpclib connection (server or client): every socket read
+    goes through :meth:`data_received`, which feeds h2 as grpclib does, acknowledges DATA
+    through :class:`_ReadAhead`, and on a server reports to the :class:`ConnectionGuard`
+    and carries its verdicts out (:meth:`refuse`, :meth:`ping`, :meth:`abort`)."""
+
+    def __init__(
+        self,
+        protocol: Any,
+        limits: BoundaryLimits,
+        guard: ConnectionGuard | None = None,
+        state: ConnectionState | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.limits = limits
+        self.guard = guard
+        self.state = state
+        self.transport: Any = None
+        self.read_ahead: _ReadAhead | None = None
+        self._made = False
+        connection_made = protocol.connection_made
+        connection_lost = protocol.connection_lost
+
+        def made(transport: Any) -> None:
+            self.transport = transport
+            if not self._admit(transport):
+                return
+            connection_made(transport)
+            self._made = True
+            self._set_up()
+
+        def lost(error: BaseException | None) -> None:
+            if self.guard is not None and self.state is not None:
+                self.guard.close(self.state)
+            if self._made:
+                connection_lost(error)
+
+        protocol.connection_made = made
+        protocol.connection_lost = lost
+
+    def _admit(self, transport: Any) -> bool:
+        """Open the guard's state of a connection that did not come through the accept hook
+        (False: refused and dropped)."""
+        guard = self.guard
+        if guard is None or self.state is not None:
+            return True
+        opened = guard.open(_peer_host(transport.get_extra_info("peername")), trio.current_time())
+        if isinstance(opened, Refusal):
+            transport.abort()
+            return False
+        self.state = opened
+        return True
+
+    def _set_up(self) -> None:
+        protocol = self.protocol
+        connection = protocol.connection
+        read_ahead = self.read_ahead = _ReadAhead(connection, self.limits.read_ahead_bytes)
+        connection.ack = read_ahead.ack
+        protocol.data_received = self.data_received
+        if self.guard is None:
+            return
+        limits = self.limits
+        h2_connection = connection._connection  # noqa: SLF001
+        h2_connection.update_settings(
+            {
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_streams_per_connection,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_bytes,
+            }
+        )
+        # h2 applies its advertised limit only once the peer acknowledged the SETTINGS (until
+        # then hpack's default, 64 KiB): enforce it from the first frame.
+        h2_connection.decoder.max_header_list_size = limits.max_header_list_bytes
+        connection.flush()
+        _release_reset_streams(protocol.handler, self)
+        assert self.state is not None
+        self.state.handle = self
+
+    def data_received(self, data: bytes) -> None:
+        """grpclib's ``H2Protocol.data_received``, with the read-ahead and the guard."""
+        protocol = self.protocol
+        connection = protocol.connection
+        state = self.state
+        if state is not None:
+            state.reads += 1
+        try:
+            events = connection.feed(data)
+        except h2.exceptions.ProtocolError as error:
+            log.debug("protocol error from %s: %s", self._peer(), error)
+            failed = _protocol_refusal(error)
+            if self.guard is not None:
+                self.guard.count(failed)
+            self.refuse(failed)  # h2 queued its GOAWAY already
+            return
+        connection.flush()
+        processor = protocol.processor
+        read_ahead = self.read_ahead
+        assert read_ahead is not None
+        for event in events:
+            kind = type(event)
+            if kind is _DATA_RECEIVED:
+                read_ahead.received(event.flow_controlled_length)
+            elif state is not None and kind in _WATCHED:
+                refusal = self._check(state, event)
+                if refusal is not None:
+                    self.refuse(refusal)
+                    return
+            processor.process(event)
+        connection.flush()
+        if (
+            state is not None
+            and self.transport.get_write_buffer_size() > self.limits.max_write_backlog
+        ):
+            # The peer sends but does not read what it is answered (PING or SETTINGS acks,
+            # resets): drop it rather than queue without bound.
+            backlog = Refusal("write_backlog", "the peer stopped reading", ENHANCE_YOUR_CALM)
+            assert self.guard is not None
+            self.guard.count(backlog)
+            self.refuse(backlog, abort=True)
+
+    def _check(self, state: ConnectionState, event: h2.events.Event) -> Refusal | None:
+        guard = self.guard
+        assert guard is not None
+        if isinstance(event, h2.events.StreamReset):
+            if event.remote_reset:
+                return guard.stream_reset(state, trio.current_time())
+            return None
+        connection = self.protocol.connection
+        progress = connection.data_sent + connection.streams_started
+        return guard.ping_received(state, trio.current_time(), progress)
+
+    def _peer(self) -> Any:
+        return self.transport.get_extra_info("peername") if self.transport is not None else None
+
+    # -- the guard's verdicts -----------------------------------------------------------------
+
+    def stream_requested(self) -> Refusal | None:
+        """A request's HEADERS: the guard's verdict on opening that stream."""
+        assert self.guard is not None
+        assert self.state is not None
+        return self.guard.stream_requested(self.state, trio.current_time())
+
+    def stream_closed(self) -> None:
+        """A stream the guard let open is over."""
+        assert self.guard is not None
+        assert self.state is not None
+        self.guard.stream_closed(self.state, trio.current_time())
+
+    def refuse_stream(self, stream: Any, refusal: Refusal) -> None:
+        """Answer one request with a trailers-only RESOURCE_EXHAUSTED (then reset it, so its
+        body stops) and leave the connection open."""
+        h2_connection = self.protocol.connection._connection  # noqa: SLF001
+        headers = [
+            (":status", "200"),
+            ("content-type", "application/grpc+proto"),
+            ("grpc-status", _EXHAUSTED),
+            ("grpc-message", grpclib.metadata.encode_grpc_message(refusal.message)),
+        ]
+        with contextlib.suppress(h2.exceptions.H2Error):
+            h2_connection.send_headers(stream.id, headers, end_stream=True)
+            h2_connection.reset_stream(stream.id, NO_ERROR)
+
+    def refuse(self, refusal: Refusal, *, abort: bool = False) -> None:
+        """GOAWAY with ``refusal``'s code and message, then close (``abort``: drop at once).
+        The caller counted the refusal; a connection already closing is left to finish."""
+        state = self.state
+        if state is not None and self.guard is not None:
+            if state.closing_since is not None and not abort:
+                return
+            self.guard.closing(state, trio.current_time())
+        connection = self.protocol.connection
+        if not connection.is_closing():
+            h2_connection = connection._connection  # noqa: SLF001
+            if h2_connection.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                with contextlib.suppress(h2.exceptions.H2Error):
+                    h2_connection.close_connection(
+                        error_code=refusal.code, additional_data=refusal.message.encode()[:1024]
+                    )
+            connection.flush()
+        if abort:
+            self.abort()
+        self.protocol.processor.close(f"connection refused: {refusal.message}")
+
+    def ping(self) -> None:
+        """Send a keepalive PING (the guard watches for any answer)."""
+        connection = self.protocol.connection
+        if not connection.is_closing():
+            connection._connection.ping(b"bobravoz")  # noqa: SLF001
+            connection.flush()
+
+    def abort(self) -> None:
+        """Drop the connection now (unflushed writes are discarded)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _release_reset_streams(handler: Any, wiring: _Wiring | None = None) -> None:
+    """Release every stream once its handler task is done, even one cancelled before it ran;
+    with ``wiring``, a stream the guard refuses is answered at once (no handler task) and
+    every other one is counted open until it is released.
 
     grpclib releases a stream (forgets it and acknowledges its unread DATA, giving the
     connection's flow-control window back) in its request handler's ``finally``; when
@@ -897,6 +1256,12 @@ def _release_reset_streams(handler: Any) -> None:
     accept = handler.accept
 
     def accept_releasing(stream: Any, headers: Any, release_stream: Callable[[], Any]) -> None:
+        if wiring is not None:
+            refusal = wiring.stream_requested()
+            if refusal is not None:
+                wiring.refuse_stream(stream, refusal)
+                release_stream()
+                return
         released = False
 
         def release_once() -> None:
@@ -904,6 +1269,8 @@ def _release_reset_streams(handler: Any) -> None:
             if not released:
                 released = True
                 release_stream()
+                if wiring is not None:
+                    wiring.stream_closed()
 
         accept(stream, headers, release_once)
         task = handler._tasks.get(stream)  # noqa: SLF001
@@ -913,30 +1280,157 @@ def _release_reset_streams(handler: Any) -> None:
     handler.accept = accept_releasing
 
 
-def _patch_protocols(server: grpclib.server.Server, stream_limit: int | None) -> None:
-    """Per connection: release reset streams (see :func:`_release_reset_streams`) and, with
-    ``stream_limit``, advertise that many concurrent streams (h2's default is 100, which
-    would cap a hub at 100 bindings per client connection)."""
+def _patch_protocols(
+    server: grpclib.server.Server, guard: ConnectionGuard, limits: BoundaryLimits
+) -> tuple[Callable[[], Any], Callable[[ConnectionState | None], Any]]:
+    """Wire every connection of ``server`` (see :class:`_Wiring`): return the protocol
+    factory asyncio is given, and the builder the accept hook calls with the connection's
+    guard state (opened before any TLS handshake)."""
     make_protocol = server._protocol_factory  # noqa: SLF001 - no public hook for either
 
-    def protocol_factory() -> Any:
+    def build(state: ConnectionState | None) -> Any:
         protocol = make_protocol()
-        _release_reset_streams(protocol.handler)
-        if stream_limit is None:
-            return protocol
-        connection_made = protocol.connection_made
-
-        def with_stream_limit(transport: Any) -> None:
-            connection_made(transport)
-            protocol.connection._connection.update_settings(  # noqa: SLF001
-                {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: stream_limit}
-            )
-            protocol.connection.flush()
-
-        protocol.connection_made = with_stream_limit  # type: ignore[method-assign]
+        _Wiring(protocol, limits, guard, state)
         return protocol
 
+    def protocol_factory() -> Any:
+        return build(None)
+
     server._protocol_factory = protocol_factory  # type: ignore[method-assign]  # noqa: SLF001
+    return protocol_factory, build
+
+
+#: Loop attributes: the accept hooks by protocol factory, the guards by listening socket.
+_ACCEPT_HOOKS: Final = "_bobravoz_accept_hooks"
+_LISTENERS: Final = "_bobravoz_listeners"
+#: accept() errors that mean "out of resources", not "this connection failed".
+_CAPACITY_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: asyncio's default TLS handshake timeout (seconds), when the limits turn ours off.
+_ASYNCIO_HANDSHAKE_TIMEOUT: Final = 60.0
+
+_AcceptHook = Callable[..., Awaitable[None]]
+
+
+def _accept_hooks(loop: Any) -> dict[Any, _AcceptHook]:
+    """The loop's accept hooks (installed on first use): asyncio accepts each connection in
+    ``_accept_connection2(protocol_factory, socket, extra, ...)``; a server whose factory has
+    a hook gets the accepted socket first (before any TLS handshake)."""
+    hooks: dict[Any, _AcceptHook] | None = getattr(loop, _ACCEPT_HOOKS, None)
+    if hooks is None:
+        hooks = {}
+        original = loop._accept_connection2  # noqa: SLF001 - pinned by the bridge tests
+
+        async def accept_connection(
+            protocol_factory: Any, conn: Any, extra: Any, *args: Any, **kwargs: Any
+        ) -> None:
+            hook = hooks.get(protocol_factory) if hooks else None
+            if hook is None:
+                await original(protocol_factory, conn, extra, *args, **kwargs)
+            else:
+                await hook(original, conn, extra, *args, **kwargs)
+
+        loop._accept_connection2 = accept_connection  # noqa: SLF001
+        setattr(loop, _ACCEPT_HOOKS, hooks)
+        setattr(loop, _LISTENERS, {})
+    return hooks
+
+
+def _refusal_bytes(refusal: Refusal) -> bytes:
+    """A server preface and a GOAWAY carrying ``refusal`` (for a plaintext socket)."""
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    connection.initiate_connection()
+    connection.close_connection(refusal.code, refusal.message.encode()[:1024])
+    return connection.data_to_send()
+
+
+def _guarded_accept(
+    guard: ConnectionGuard, build: Callable[[ConnectionState | None], Any], limits: BoundaryLimits
+) -> _AcceptHook:
+    """The accept hook of one server: the guard admits the socket first (or it is closed at
+    once, with a GOAWAY when plaintext), and the TLS handshake gets the handshake timeout."""
+
+    async def accept(
+        original: Callable[..., Awaitable[None]],
+        conn: Any,
+        extra: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        ssl_handshake_timeout: Any = None,
+        *args: Any,
+    ) -> None:
+        now = trio.current_time()
+        opened = guard.open(_peer_host(extra.get("peername")), now)
+        if isinstance(opened, Refusal):
+            if sslcontext is None:
+                with contextlib.suppress(OSError):
+                    conn.send(_refusal_bytes(opened))
+            conn.close()
+            return
+        state = opened
+        timeout = limits.handshake_timeout or ssl_handshake_timeout or _ASYNCIO_HANDSHAKE_TIMEOUT
+        try:
+            await original(lambda: build(state), conn, extra, sslcontext, server, timeout, *args)
+        finally:
+            if state.handle is None:  # never set up: the TLS handshake failed or timed out
+                guard.close(state)
+                if sslcontext is not None:
+                    late = trio.current_time() - now >= timeout
+                    reason = "handshake_timeout" if late else "tls_handshake"
+                    guard.count(Refusal(reason, "the TLS handshake did not complete"))
+
+    return accept
+
+
+def _survive_running_out_of_files(loop: Any) -> None:
+    """Keep serving when ``accept()`` runs out of file descriptors (or buffers).
+
+    asyncio reports it to the loop's exception handler and retries that listener a second
+    later; trio-asyncio's default handler re-raises everything reported into the loop's
+    nursery, which ended the whole process (exit status 1) when a flood of connections
+    exhausted the open-files limit. This handler logs (at most once a second) and counts it
+    instead; anything else still goes to the default handler.
+    """
+    last_logged = -1.0
+
+    def handler(loop: Any, context: dict[str, Any]) -> None:
+        nonlocal last_logged
+        error = context.get("exception")
+        listener = context.get("socket")
+        if (
+            isinstance(error, OSError)
+            and error.errno in _CAPACITY_ERRNOS
+            and listener is not None
+            and "accept" in str(context.get("message", ""))
+        ):
+            guards: dict[int, ConnectionGuard] = getattr(loop, _LISTENERS, {})
+            guard = guards.get(listener.fileno())
+            if guard is not None:
+                guard.count(Refusal("out_of_files", str(error)))
+            now = time.monotonic()
+            if now - last_logged >= 1.0:
+                last_logged = now
+                log.error("accept() failed (%s): new connections wait until it recovers", error)
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+async def _sweep(guard: ConnectionGuard) -> None:
+    """Carry out what the guard finds due, every ``guard.sweep_interval`` seconds."""
+    while True:
+        await trio.sleep(guard.sweep_interval)
+        for state, action in guard.sweep(trio.current_time()):
+            wiring = state.handle
+            if not isinstance(wiring, _Wiring):
+                continue
+            if action == "ping":
+                wiring.ping()
+            elif action == "abort":
+                wiring.abort()
+            else:
+                assert isinstance(action, Refusal)
+                wiring.refuse(action)
 
 
 async def serve_grpc(
@@ -944,10 +1438,10 @@ async def serve_grpc(
     methods: Sequence[str],
     acceptor: StreamAcceptor,
     *,
-    max_streams_per_connection: int = 100,
+    limits: BoundaryLimits | None = None,
+    refusals: collections.Counter[str] | None = None,
     max_pending: int = 1024,
     on_accept_error: Callable[[ServerStream, Exception], None] | None = None,
-    keepalive_time: float = KEEPALIVE_TIME,
     tls: ReloadingContext | None = None,
     task_status: trio.TaskStatus[GrpcServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -955,36 +1449,59 @@ async def serve_grpc(
 
     Each new RPC becomes a :class:`ServerStream` passed to ``acceptor`` from a trio task.
     ``task_status.started`` gets a :class:`GrpcServer` whose ``endpoint`` has the bound port
-    (port 0 picks a free one). ``max_streams_per_connection`` is advertised to clients as
-    HTTP/2 MAX_CONCURRENT_STREAMS. An ``acceptor`` that raises refuses that stream with
-    INTERNAL (logged, and reported to ``on_accept_error``); the server keeps serving. Must run
-    inside :func:`open_grpc_loop`. ``keepalive_time`` is the idle time (seconds) before the
-    server pings a connection to find dead peers. With ``tls`` (a server context) every
-    connection is mTLS and each stream carries the client certificate's identity.
+    (port 0 picks a free one). An ``acceptor`` that raises refuses that stream with INTERNAL
+    (logged, and reported to ``on_accept_error``); the server keeps serving. Must run inside
+    :func:`open_grpc_loop`. With ``tls`` (a server context) every connection is mTLS and each
+    stream carries the client certificate's identity.
+
+    Every connection is held to ``limits`` (:class:`~bobravoz.runtime.guard.BoundaryLimits`,
+    its defaults when None) by a :class:`~bobravoz.runtime.guard.ConnectionGuard`; each
+    refusal is counted in ``refusals`` by reason. Connections still open when the server
+    stops get GOAWAY and are closed.
     """
+    limits = limits or BoundaryLimits()
+    guard = ConnectionGuard(
+        limits,
+        max_connections=connection_bound(limits.max_connections, open_files_limit()),
+        refusals=refusals,
+    )
     incoming, accepted = trio.open_memory_channel[ServerStream](max_pending)
     server = grpclib.server.Server(
-        [_Service(methods, incoming, secure=tls is not None)],
+        [_Service(methods, incoming, secure=tls is not None, limits=limits, guard=guard)],
         codec=ForwardingCodec(),
-        config=Configuration(_keepalive_time=keepalive_time),
+        # Keepalive is the guard's (grpclib's server pings at most every 5 minutes and closes
+        # without GOAWAY); the connection window is well above the stream window (isolation).
+        config=Configuration(
+            _keepalive_time=None,
+            http2_connection_window_size=limits.connection_window,
+            http2_stream_window_size=limits.stream_window,
+        ),
     )
-    _patch_protocols(
-        server, max_streams_per_connection if max_streams_per_connection != 100 else None
-    )
+    factory, build = _patch_protocols(server, guard, limits)
+    loop = trio_asyncio.current_loop.get()
+    hooks = _accept_hooks(loop)
+    hooks[factory] = _guarded_accept(guard, build, limits)
+    listeners: dict[int, ConnectionGuard] = getattr(loop, _LISTENERS)
     context = tls.context if tls is not None else None
-    if endpoint.unix_path is not None:
-        prepare_unix_socket(endpoint.unix_path)
-        await trio_asyncio.aio_as_trio(server.start)(path=endpoint.unix_path, ssl=context)
-        bound = endpoint
-    else:
-        await trio_asyncio.aio_as_trio(server.start)(endpoint.host, endpoint.port, ssl=context)
+    started = False
+    try:
+        if endpoint.unix_path is not None:
+            prepare_unix_socket(endpoint.unix_path)
+            await trio_asyncio.aio_as_trio(server.start)(path=endpoint.unix_path, ssl=context)
+            bound = endpoint
+        else:
+            await trio_asyncio.aio_as_trio(server.start)(endpoint.host, endpoint.port, ssl=context)
+        started = True
         listener = server._server  # noqa: SLF001 - grpclib exposes no bound address
         assert listener is not None
         sockets = listener.sockets  # type: ignore[attr-defined]
-        bound = Endpoint(host=endpoint.host, port=int(sockets[0].getsockname()[1]))
-    try:
+        for sock in sockets:
+            listeners[sock.fileno()] = guard
+        if endpoint.unix_path is None:
+            bound = Endpoint(host=endpoint.host, port=int(sockets[0].getsockname()[1]))
         task_status.started(GrpcServer(bound))
-        async with accepted:
+        async with trio.open_nursery() as nursery, accepted:
+            nursery.start_soon(_sweep, guard)
             async for stream in accepted:
                 try:
                     acceptor(stream)
@@ -997,11 +1514,19 @@ async def serve_grpc(
                         on_accept_error(stream, error)
                     stream.finish(StatusCode.INTERNAL, f"admission failed: {type(error).__name__}")
     finally:
+        hooks.pop(factory, None)
+        for fd in [fd for fd, owner in listeners.items() if owner is guard]:
+            del listeners[fd]
         incoming.close()
-        with trio.CancelScope(shield=True):
-            server.close()
-            with trio.move_on_after(5):
-                await trio_asyncio.aio_as_trio(server.wait_closed)()
+        if started:
+            with trio.CancelScope(shield=True):
+                server.close()
+                shutdown = Refusal("shutdown", "the server is shutting down")
+                for state in guard.states():
+                    if isinstance(state.handle, _Wiring):
+                        state.handle.refuse(shutdown)
+                with trio.move_on_after(5):
+                    await trio_asyncio.aio_as_trio(server.wait_closed)()
 
 
 @final
@@ -1128,6 +1653,10 @@ async def _client_pumps(
                 await stream.cancel()
 
 
+#: What clients hold their connections to: the windows and the read-ahead (no guard).
+_CLIENT_LIMITS: Final = BoundaryLimits()
+
+
 @contextlib.asynccontextmanager
 async def open_grpc_channel(
     endpoint: Endpoint,
@@ -1148,7 +1677,9 @@ async def open_grpc_channel(
     config = Configuration(
         ssl_target_name_override=(server_name or ("localhost" if endpoint.unix_path else None))
         if tls is not None
-        else None
+        else None,
+        http2_connection_window_size=_CLIENT_LIMITS.connection_window,
+        http2_stream_window_size=_CLIENT_LIMITS.stream_window,
     )
     context = tls.context if isinstance(tls, ReloadingContext) else tls
     if endpoint.unix_path is not None:
@@ -1159,6 +1690,14 @@ async def open_grpc_channel(
         channel = Channel(
             endpoint.host, endpoint.port, codec=ForwardingCodec(), ssl=context, config=config
         )
+    make_protocol = channel._protocol_factory  # noqa: SLF001 - no public hook
+
+    def protocol_factory() -> Any:
+        protocol = make_protocol()
+        _Wiring(protocol, _CLIENT_LIMITS)  # the read-ahead: a stalled stream holds its own window
+        return protocol
+
+    channel._protocol_factory = protocol_factory  # type: ignore[method-assign]  # noqa: SLF001
     try:
         yield GrpcChannel(channel, endpoint, peer_namespace=peer_namespace)
     finally:
@@ -1207,6 +1746,7 @@ async def open_grpc_loop() -> AsyncIterator[None]:
     """Host the asyncio loop grpclib needs inside the current trio run."""
     async with trio_asyncio.open_loop() as loop:
         _skip_idle_synchronize(loop)
+        _survive_running_out_of_files(loop)
         yield
 
 
@@ -1226,6 +1766,7 @@ __all__ = [
     "ForwardingCodec",
     "GrpcChannel",
     "GrpcServer",
+    "MessageTooLarge",
     "RawMessage",
     "ServerStream",
     "open_grpc_channel",

@@ -64,6 +64,29 @@ class HandshakeError(Exception):
         self.message = message
 
 
+def check_metadata_limits(
+    headers: Mapping[str, str], *, max_entries: int, max_value_bytes: int
+) -> None:
+    """Refuse (RESOURCE_EXHAUSTED naming the limit) request metadata of more than
+    ``max_entries`` entries or with a value longer than ``max_value_bytes``. Checked before
+    anything else reads the headers (the whole header list is bounded by HTTP/2's
+    SETTINGS_MAX_HEADER_LIST_SIZE below this)."""
+    if len(headers) > max_entries:
+        raise HandshakeError(
+            StatusCode.RESOURCE_EXHAUSTED,
+            "metadata_entries",
+            f"{len(headers)} metadata entries; the limit is {max_entries}",
+        )
+    for name, value in headers.items():
+        if len(value) > max_value_bytes:
+            raise HandshakeError(
+                StatusCode.RESOURCE_EXHAUSTED,
+                "metadata_value_too_long",
+                f"metadata {name[:64]!r} has a {len(value)}-byte value; "
+                f"the limit is {max_value_bytes} bytes",
+            )
+
+
 def check_protocol(headers: Mapping[str, str]) -> None:
     """Require ``bubu-transport-protocol: 1.0.0`` or raise FAILED_PRECONDITION."""
     version = headers.get(PROTOCOL_HEADER, "").strip()

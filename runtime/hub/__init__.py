@@ -14,6 +14,7 @@ from bobravoz.runtime.hub.registry import (
 from bobravoz.runtime.hub.service import (
     Hub,
     HubSettings,
+    boundary_limits,
     heartbeat_packet,
     open_hub,
     serve_hub,
@@ -25,6 +26,7 @@ __all__ = [
     "HubSettings",
     "TopologyFeed",
     "TopologyRegistry",
+    "boundary_limits",
     "engram_targets",
     "heartbeat_packet",
     "open_hub",

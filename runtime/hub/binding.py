@@ -45,6 +45,8 @@ class StreamSession:
         #: Whether the binding's actor waits for the stream's next batch holding nothing (the
         #: read callback may then route new messages itself, in order).
         self.idle = False
+        #: When the hub admitted the stream (trio time; ``max_stream_duration`` counts from it).
+        self.opened_at = 0.0
 
     def in_bridge(self) -> int:
         """Data packets handed to the stream and not yet written."""

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from bobravoz.runtime.endpoints import Endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader
 from bobravoz.runtime.grpc_bridge import open_grpc_loop
+from bobravoz.runtime.guard import BoundaryLimits, open_files_limit
 from bobravoz.runtime.handshake import IDENTITY_MODES
 from bobravoz.runtime.heap import settle_heap
 from bobravoz.runtime.hub.service import HubSettings, serve_hub_until
@@ -35,6 +36,44 @@ class HubOptions:
     metrics: Endpoint | None
 
 
+def _first(env: EnvReader, names: tuple[str, ...]) -> str:
+    """The first of ``names`` that is set (the hub's name, then Go's shared one)."""
+    return next((name for name in names if env.optional(name) is not None), names[0])
+
+
+def boundary_settings(environ: Mapping[str, str]) -> BoundaryLimits:
+    """The hub's connection-level limits from the environment (README: "Limits at the
+    boundary"); malformed or out-of-range values are a ConfigError naming the variable."""
+    env = EnvReader(environ)
+    base = BoundaryLimits()
+    keepalive = _first(env, ("BUBU_HUB_KEEPALIVE_TIME", "BUBU_GRPC_KEEPALIVE_TIME"))
+    keepalive_timeout = _first(env, ("BUBU_HUB_KEEPALIVE_TIMEOUT", "BUBU_GRPC_KEEPALIVE_TIMEOUT"))
+    try:
+        return BoundaryLimits(
+            max_connections=env.integer("BOBRAVOZ_HUB_MAX_CONNECTIONS", base.max_connections),
+            max_connections_per_peer=env.integer(
+                "BOBRAVOZ_HUB_MAX_CONNECTIONS_PER_PEER", base.max_connections_per_peer
+            ),
+            max_streams_per_peer=env.integer(
+                "BOBRAVOZ_HUB_MAX_STREAMS_PER_PEER", base.max_streams_per_peer
+            ),
+            handshake_timeout=env.duration(
+                "BOBRAVOZ_HUB_HANDSHAKE_TIMEOUT", base.handshake_timeout
+            ),
+            idle_timeout=env.duration("BOBRAVOZ_HUB_IDLE_TIMEOUT", base.idle_timeout),
+            keepalive_time=env.duration(keepalive, base.keepalive_time),
+            keepalive_timeout=env.duration(keepalive_timeout, base.keepalive_timeout)
+            or base.keepalive_timeout,
+            reset_burst=env.integer("BOBRAVOZ_HUB_RESET_BURST", base.reset_burst),
+            reset_rate=env.integer("BOBRAVOZ_HUB_RESET_RATE", int(base.reset_rate)),
+            max_header_list_bytes=env.integer(
+                "BOBRAVOZ_HUB_MAX_HEADER_LIST_BYTES", base.max_header_list_bytes, minimum=1024
+            ),
+        )
+    except ValueError as error:
+        raise ConfigError(f"hub boundary limits: {error}") from None
+
+
 def hub_settings(environ: Mapping[str, str]) -> HubSettings:
     """Hub tunables from the environment (Go hub names where Go has them)."""
     env = EnvReader(environ)
@@ -42,6 +81,8 @@ def hub_settings(environ: Mapping[str, str]) -> HubSettings:
     identity = env.text("BOBRAVOZ_HUB_IDENTITY", "namespace").strip().lower()
     if identity not in IDENTITY_MODES:
         raise ConfigError(f"BOBRAVOZ_HUB_IDENTITY={identity!r}: one of {', '.join(IDENTITY_MODES)}")
+    recv = _first(env, ("BUBU_HUB_MAX_RECV_BYTES", "BUBU_GRPC_MAX_RECV_BYTES"))
+    send = _first(env, ("BUBU_HUB_MAX_SEND_BYTES", "BUBU_GRPC_MAX_SEND_BYTES"))
     return HubSettings(
         max_streams=env.integer("BOBRAVOZ_HUB_MAX_STREAMS", 2000, minimum=1),
         max_bindings=env.integer("BOBRAVOZ_HUB_MAX_BINDINGS", defaults.max_bindings, minimum=1),
@@ -52,7 +93,18 @@ def hub_settings(environ: Mapping[str, str]) -> HubSettings:
         or defaults.binding_ttl,
         shutdown_grace=env.duration("BOBRAVOZ_HUB_SHUTDOWN_GRACE", defaults.shutdown_grace),
         heartbeat_interval=env.duration("BUBU_HUB_HEARTBEAT_INTERVAL", 10.0) or 10.0,
-        max_packet_bytes=env.integer("BUBU_HUB_MAX_RECV_BYTES", 10 * 1024 * 1024, minimum=1),
+        max_packet_bytes=env.integer(recv, defaults.max_packet_bytes, minimum=1),
+        max_send_bytes=env.integer(send, defaults.max_send_bytes, minimum=1),
+        max_metadata_entries=env.integer(
+            "BOBRAVOZ_HUB_MAX_METADATA_ENTRIES", defaults.max_metadata_entries, minimum=1
+        ),
+        max_metadata_value_bytes=env.integer(
+            "BOBRAVOZ_HUB_MAX_METADATA_VALUE_BYTES", defaults.max_metadata_value_bytes, minimum=1
+        ),
+        max_stream_duration=env.duration(
+            "BOBRAVOZ_HUB_MAX_STREAM_DURATION", defaults.max_stream_duration
+        ),
+        boundary=boundary_settings(environ),
         identity=identity,
         tls_reload_interval=env.duration(
             "BOBRAVOZ_TLS_RELOAD_INTERVAL", defaults.tls_reload_interval
@@ -103,6 +155,9 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
     except (ConfigError, StoryError, TopologyError) as error:
         print(f"bobravoz hub: {error}", file=sys.stderr)
         return 2
+    # As Go's runtime does: the soft open-files limit up to the hard one (the server then
+    # bounds its connections below it, so accept() keeps a descriptor to spare).
+    open_files_limit(raise_soft=True)
     registry = CollectorRegistry()
     metrics = TransportMetrics(registry, component="hub")
 

@@ -60,6 +60,7 @@ from bobravoz.runtime.grpc_bridge import (
     end_write_behind,
     serve_grpc,
 )
+from bobravoz.runtime.guard import BoundaryLimits
 from bobravoz.runtime.handshake import (
     STEP_HEADER,
     STORYRUN_NAME_HEADER,
@@ -68,6 +69,7 @@ from bobravoz.runtime.handshake import (
     HandshakeError,
     check_handshake,
     check_identity,
+    check_metadata_limits,
 )
 from bobravoz.runtime.hub.binding import StepBinding, StreamSession
 from bobravoz.runtime.hub.registry import (
@@ -98,11 +100,16 @@ LOST_REMOVED: Final = "storyrun_removed"
 LOST_EXPIRED: Final = "binding_expired"
 LOST_BUDGET: Final = "budget"
 LOST_ACTOR_FAILED: Final = "actor_failed"
+#: Why a stream past ``max_stream_duration`` ended (a boundary refusal's reason).
+MAX_STREAM_DURATION: Final = "max_stream_duration"
 #: No target done yet (the routing state of a message not routed anywhere).
 _NONE_DONE: Final[frozenset[str]] = frozenset()
 #: Bytes a stamped ``ProcessResponse`` may add to a packet besides the target's constants
 #: (wrapper tag and length, envelope tag, length and sequence).
 _STAMP_SLACK: Final = 32
+#: Room kept under ``max_send_bytes`` for what stamping adds to a packet: the identity
+#: metadata (values bounded by ``max_metadata_value_bytes``) and the envelope.
+STAMP_ROOM: Final = 64 * 1024
 
 
 def heartbeat_packet() -> bytes:
@@ -131,8 +138,24 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_grace: float = 10.0
     #: Seconds of silence on a stream before the hub sends it a heartbeat packet.
     heartbeat_interval: float = 10.0
-    #: Largest packet accepted, in bytes (BUBU_HUB_MAX_RECV_BYTES).
+    #: Largest message received, in bytes (BUBU_HUB_MAX_RECV_BYTES): checked on the gRPC
+    #: length prefix (the stream ends RESOURCE_EXHAUSTED, nothing of the body is buffered),
+    #: and the largest packet accepted.
     max_packet_bytes: int = 10 * 1024 * 1024
+    #: Largest message sent, in bytes (BUBU_HUB_MAX_SEND_BYTES); packets that could exceed
+    #: it once stamped are rejected on the way in (``too_large``).
+    max_send_bytes: int = 10 * 1024 * 1024
+    #: Metadata entries a Process stream's headers may carry (RESOURCE_EXHAUSTED past it).
+    max_metadata_entries: int = 64
+    #: Longest metadata value of a Process stream's headers, in bytes (RESOURCE_EXHAUSTED).
+    max_metadata_value_bytes: int = 4096
+    #: Seconds a stream may stay open before it is ended DEADLINE_EXCEEDED (the connector
+    #: reconnects; 0: no limit).
+    max_stream_duration: float = 0.0
+    #: Connection-level limits (timeouts, connection counts, reset and ping budgets, windows);
+    #: the message sizes and per-connection streams come from the fields above
+    #: (:func:`boundary_limits`).
+    boundary: BoundaryLimits = BoundaryLimits()
     #: ``namespace``: an mTLS stream's certificate must name the namespace it claims;
     #: ``off`` trusts the headers (unsafe; BOBRAVOZ_HUB_IDENTITY).
     identity: str = "namespace"
@@ -140,6 +163,18 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True):
     tls_reload_interval: float = 10.0
     #: Restart budget of binding actors.
     restart: RestartPolicy = RestartPolicy()
+
+
+def boundary_limits(settings: HubSettings) -> BoundaryLimits:
+    """The limits the hub's server holds connections to: ``settings.boundary`` with the
+    message sizes of ``settings``, and one connection allowed to carry every stream the hub
+    admits (``max_streams``; h2's default of 100 would cap a client connection)."""
+    return msgspec.structs.replace(
+        settings.boundary,
+        max_streams_per_connection=max(100, settings.max_streams),
+        max_recv_bytes=settings.max_packet_bytes,
+        max_send_bytes=settings.max_send_bytes,
+    )
 
 
 @final
@@ -162,6 +197,11 @@ class Hub:
         self._sessions = itertools.count(1)
         self._heartbeat = wrap_process_message(heartbeat_packet())
         self.budget = MemoryBudget(settings.max_buffered_bytes)
+        #: Largest packet routed: received within ``max_packet_bytes`` and, once stamped,
+        #: sendable within ``max_send_bytes``.
+        self.packet_limit = max(
+            1, min(settings.max_packet_bytes, settings.max_send_bytes - STAMP_ROOM)
+        )
         self.draining = False
         #: Set whenever a batch was written or a stream closed (drain waits on it).
         self._progress = trio.Event()
@@ -299,7 +339,7 @@ class Hub:
         binding.current = session
         binding.sessions.add(session)
         binding.writing.add(session)
-        binding.last_active = trio.current_time()
+        binding.last_active = session.opened_at = trio.current_time()
         self._live.add(stream)
         self._supervisor.start_child(
             session.name, self._serve, binding, session, predecessor, restart=Restart.TEMPORARY
@@ -310,6 +350,11 @@ class Hub:
             raise HandshakeError(
                 StatusCode.UNAVAILABLE, "shutting_down", "the hub is shutting down"
             )
+        check_metadata_limits(
+            stream.metadata,
+            max_entries=self.settings.max_metadata_entries,
+            max_value_bytes=self.settings.max_metadata_value_bytes,
+        )
         identity = check_handshake(stream.metadata)
         check_identity(
             identity.namespace,
@@ -476,7 +521,7 @@ class Hub:
         """Route what the stream sends. Messages taken from the stream and not yet routed go
         back to it when this is cancelled or fails (a restarted actor resumes there)."""
         stream = session.stream
-        limit = self.settings.max_packet_bytes
+        limit = self.packet_limit
         stream.sink = functools.partial(self._route_now, binding, session)
         while True:
             session.idle = binding.partial is None
@@ -654,7 +699,7 @@ class Hub:
             return 0
         targets = routes.targets(binding.step)
         resolved = self._resolve(binding, routes, targets)
-        limit = self.settings.max_packet_bytes
+        limit = self.packet_limit
         counters = binding.counters
         routed = 0
         try:
@@ -851,12 +896,39 @@ class Hub:
             self._release(binding, LOST_EXPIRED)
         return len(expired)
 
+    def end_overdue(self, now: float) -> int:
+        """End every stream open ``max_stream_duration`` seconds or more (DEADLINE_EXCEEDED,
+        counted ``max_stream_duration``; what it had received is still routed, its backlog
+        goes back to the buffer for the next stream); return how many."""
+        duration = self.settings.max_stream_duration
+        if not duration:
+            return 0
+        overdue = [
+            session
+            for binding in self._bindings.values()
+            for session in binding.sessions
+            if session.end_reason is None and now - session.opened_at >= duration
+        ]
+        for session in overdue:
+            self.metrics.boundary_refusals[MAX_STREAM_DURATION] += 1
+            session.end(
+                MAX_STREAM_DURATION,
+                StatusCode.DEADLINE_EXCEEDED,
+                f"the stream was open {duration:g} s, the hub's maximum stream duration: reconnect",
+            )
+        return len(overdue)
+
     async def reap(self) -> None:
-        """Expire idle bindings periodically (every quarter TTL, at most every 30 s)."""
+        """Expire idle bindings and end overdue streams periodically (every quarter TTL or
+        stream duration, at most every 30 s)."""
         period = min(30.0, max(0.01, self.settings.binding_ttl / 4))
+        if self.settings.max_stream_duration:
+            period = min(period, max(0.01, self.settings.max_stream_duration / 4))
         while True:
             await trio.sleep(period)
-            self.expire(trio.current_time())
+            now = trio.current_time()
+            self.expire(now)
+            self.end_overdue(now)
 
     async def drain(self, grace: float | None = None) -> int:
         """Stop admitting streams, keep delivering for up to ``grace`` seconds (the setting by
@@ -969,7 +1041,8 @@ async def _serve(
         server = await nursery.start(
             functools.partial(
                 serve_grpc,
-                max_streams_per_connection=max(100, hub.settings.max_streams),
+                limits=boundary_limits(hub.settings),
+                refusals=metrics.boundary_refusals,
                 tls=tls,
             ),
             listen,

@@ -36,6 +36,7 @@ from bobravoz.runtime.grpc_bridge import (
     open_grpc_loop,
     serve_grpc,
 )
+from bobravoz.runtime.guard import BoundaryLimits
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 
 METHOD = "/t.S/M"
@@ -472,7 +473,7 @@ async def test_a_failing_acceptor_refuses_that_call_with_internal_and_keeps_serv
 async def test_more_concurrent_streams_than_the_h2_default_when_configured() -> None:
     streams = 130  # h2's default MAX_CONCURRENT_STREAMS is 100
     with trio.fail_after(10):
-        async with serving(max_streams_per_connection=200) as bridge:
+        async with serving(limits=BoundaryLimits(max_streams_per_connection=200)) as bridge:
             async with call(bridge) as (client, server):  # the connection exists first
                 await client.send(b"hello")
                 assert await receive_exactly(server, 1) == [b"hello"]

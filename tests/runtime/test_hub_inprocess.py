@@ -53,7 +53,14 @@ from bobravoz.runtime.grpc_bridge import (
     serve_grpc,
 )
 from bobravoz.runtime.handshake import BindingIdentity
-from bobravoz.runtime.hub import Hub, HubSettings, TopologyFeed, TopologyRegistry, open_hub
+from bobravoz.runtime.hub import (
+    Hub,
+    HubSettings,
+    TopologyFeed,
+    TopologyRegistry,
+    boundary_limits,
+    open_hub,
+)
 from bobravoz.runtime.hub.binding import StepBinding
 from bobravoz.runtime.hub.registry import RemoveTopology, SetTopology
 from bobravoz.runtime.hub.service import serve_hub
@@ -222,7 +229,9 @@ async def running_hub(
     async with open_hub(topologies, metrics, settings) as hub, trio.open_nursery() as nursery:
         server = await nursery.start(
             functools.partial(
-                serve_grpc, max_streams_per_connection=max(100, settings.max_streams)
+                serve_grpc,
+                limits=boundary_limits(settings),
+                refusals=metrics.boundary_refusals,
             ),
             LOOPBACK,
             [PROCESS_METHOD],

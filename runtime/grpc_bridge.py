@@ -959,10 +959,14 @@ async def _serve_pumps(
 
 @final
 class GrpcServer:
-    """A running gRPC server whose streams are handed to trio. See :func:`serve_grpc`."""
+    """A running gRPC server whose streams are handed to trio. See :func:`serve_grpc`.
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    ``guard`` is the :class:`~bobravoz.runtime.guard.ConnectionGuard` holding its connections
+    to their limits (its ``statistics()`` and ``states()`` are for observers and tests)."""
+
+    def __init__(self, endpoint: Endpoint, guard: ConnectionGuard | None = None) -> None:
         self.endpoint = endpoint
+        self.guard = guard
 
 
 def _peer_host(peername: Any) -> str | None:
@@ -1042,7 +1046,7 @@ def _protocol_refusal(error: h2.exceptions.ProtocolError) -> Refusal:
         return Refusal(reason, text, ENHANCE_YOUR_CALM)
     if isinstance(error, h2.exceptions.TooManyStreamsError):
         return Refusal("max_streams_per_connection", text, PROTOCOL_ERROR)
-    if "preface" in text.lower():
+    if "preamble" in text.lower() or "preface" in text.lower():
         return Refusal("bad_preface", text, PROTOCOL_ERROR)
     return Refusal("protocol_error", text, PROTOCOL_ERROR)
 
@@ -1138,7 +1142,7 @@ class _Wiring:
             failed = _protocol_refusal(error)
             if self.guard is not None:
                 self.guard.count(failed)
-            self.refuse(failed)  # h2 queued its GOAWAY already
+            self.refuse(failed)
             return
         connection.flush()
         processor = protocol.processor
@@ -1180,6 +1184,10 @@ class _Wiring:
     def _peer(self) -> Any:
         return self.transport.get_extra_info("peername") if self.transport is not None else None
 
+    def socket(self) -> Any:
+        """The connection's socket (asyncio's wrapper; for tests and diagnostics)."""
+        return self.transport.get_extra_info("socket") if self.transport is not None else None
+
     # -- the guard's verdicts -----------------------------------------------------------------
 
     def stream_requested(self) -> Refusal | None:
@@ -1219,11 +1227,14 @@ class _Wiring:
         connection = self.protocol.connection
         if not connection.is_closing():
             h2_connection = connection._connection  # noqa: SLF001
-            if h2_connection.state_machine.state is not h2.connection.ConnectionState.CLOSED:
-                with contextlib.suppress(h2.exceptions.H2Error):
-                    h2_connection.close_connection(
-                        error_code=refusal.code, additional_data=refusal.message.encode()[:1024]
-                    )
+            if h2_connection.state_machine.state is h2.connection.ConnectionState.CLOSED:
+                # h2 refused a protocol error with a GOAWAY of its own, mostly without debug
+                # data: send ours instead (the same code, and the message).
+                h2_connection.clear_outbound_data_buffer()
+            with contextlib.suppress(h2.exceptions.H2Error):
+                h2_connection.close_connection(
+                    error_code=refusal.code, additional_data=refusal.message.encode()[:1024]
+                )
             connection.flush()
         if abort:
             self.abort()
@@ -1499,7 +1510,7 @@ async def serve_grpc(
             listeners[sock.fileno()] = guard
         if endpoint.unix_path is None:
             bound = Endpoint(host=endpoint.host, port=int(sockets[0].getsockname()[1]))
-        task_status.started(GrpcServer(bound))
+        task_status.started(GrpcServer(bound, guard))
         async with trio.open_nursery() as nursery, accepted:
             nursery.start_soon(_sweep, guard)
             async for stream in accepted:
@@ -1664,8 +1675,12 @@ async def open_grpc_channel(
     tls: ReloadingContext | ssl.SSLContext | None = None,
     server_name: str | None = None,
     peer_namespace: str | None = None,
+    limits: BoundaryLimits | None = None,
 ) -> AsyncIterator[GrpcChannel]:
     """Open a client connection to ``endpoint`` (TCP ``host:port`` or ``unix://path``).
+
+    ``limits`` gives the connection's receive windows and read-ahead (the defaults'
+    otherwise; nothing else of it applies to a client).
 
     With ``tls`` (a client context; an ``ssl.SSLContext`` as it is, e.g. server-auth only)
     the connection is TLS; the server's certificate is
@@ -1678,8 +1693,8 @@ async def open_grpc_channel(
         ssl_target_name_override=(server_name or ("localhost" if endpoint.unix_path else None))
         if tls is not None
         else None,
-        http2_connection_window_size=_CLIENT_LIMITS.connection_window,
-        http2_stream_window_size=_CLIENT_LIMITS.stream_window,
+        http2_connection_window_size=(limits or _CLIENT_LIMITS).connection_window,
+        http2_stream_window_size=(limits or _CLIENT_LIMITS).stream_window,
     )
     context = tls.context if isinstance(tls, ReloadingContext) else tls
     if endpoint.unix_path is not None:
@@ -1694,7 +1709,7 @@ async def open_grpc_channel(
 
     def protocol_factory() -> Any:
         protocol = make_protocol()
-        _Wiring(protocol, _CLIENT_LIMITS)  # the read-ahead: a stalled stream holds its own window
+        _Wiring(protocol, limits or _CLIENT_LIMITS)  # read-ahead: a stalled stream holds its window
         return protocol
 
     channel._protocol_factory = protocol_factory  # type: ignore[method-assign]  # noqa: SLF001

@@ -101,8 +101,9 @@ class BoundaryLimits(msgspec.Struct, frozen=True, kw_only=True):
     #: Bytes a connection acknowledges as they arrive, before the stream they belong to is
     #: read: a stream whose reader lags holds its own window, not its connection's.
     read_ahead_bytes: int = 32 * MIB
-    #: Bytes queued for a peer that stopped reading before its connection is dropped.
-    max_write_backlog: int = 8 * MIB
+    #: Bytes queued for a peer that keeps sending but stopped reading (acks, refusals pile
+    #: up) before its connection is dropped; writes of data pause far below it (64 KiB).
+    max_write_backlog: int = 1 * MIB
     #: Seconds a closing connection may take to flush and close before it is aborted.
     close_grace: float = 5.0
 
@@ -269,7 +270,6 @@ class ConnectionGuard:
                 limits.idle_timeout,
                 limits.keepalive_time,
                 limits.keepalive_timeout,
-                limits.close_grace,
             )
             if value > 0
         ]

@@ -203,6 +203,8 @@ class Hub:
             1, min(settings.max_packet_bytes, settings.max_send_bytes - STAMP_ROOM)
         )
         self.draining = False
+        #: Per refusal reason: when it was last logged, and how many since went unlogged.
+        self._refusal_logs: dict[str, tuple[float, int]] = {}
         #: Set whenever a batch was written or a stream closed (drain waits on it).
         self._progress = trio.Event()
         metrics.open_streams = self.open_streams
@@ -306,7 +308,7 @@ class Hub:
             binding = self._binding(identity.namespace, identity.storyrun, identity.step, routes)
         except HandshakeError as refusal:
             self.metrics.handshake_rejections[refusal.reason] += 1
-            log.warning("refused Process stream from %s: %s", stream.peer, refusal.message)
+            self._log_refusal(stream, refusal)
             stream.finish(refusal.code, refusal.message)
             return
         except Exception:
@@ -344,6 +346,18 @@ class Hub:
         self._supervisor.start_child(
             session.name, self._serve, binding, session, predecessor, restart=Restart.TEMPORARY
         )
+
+    def _log_refusal(self, stream: ServerStream, refusal: HandshakeError) -> None:
+        """Log a refused stream: each reason at most once a second (a flood of refusals is
+        counted in full by the metric, not written out line by line)."""
+        now = trio.current_time()
+        last, suppressed = self._refusal_logs.get(refusal.reason, (-1.0, 0))
+        if last >= 0 and now - last < 1.0:
+            self._refusal_logs[refusal.reason] = (last, suppressed + 1)
+            return
+        self._refusal_logs[refusal.reason] = (now, 0)
+        more = f" ({suppressed} more refused for {refusal.reason} since)" if suppressed else ""
+        log.warning("refused Process stream from %s: %s%s", stream.peer, refusal.message, more)
 
     def _admit(self, stream: ServerStream) -> tuple[BindingIdentity, RunRoutes]:
         if self.draining:

@@ -8,7 +8,7 @@ LINTED := $(PACKAGES) tests loadtests examples deploy
 # Tools installed into the venv (kubectl, hadolint) are found after the system's own.
 export PATH := $(PATH):$(CURDIR)/$(BIN)
 
-.PHONY: compile up test lint typecheck contracts pytest deploy-check proto bench soak loadtest clean
+.PHONY: compile up test lint typecheck contracts pytest deploy-check proto bench soak loadtest fuzz clean
 SCENARIO ?= steady
 
 # The hot-path wire modules, compiled with mypyc (about 15 s; the pure-Python modules run
@@ -62,6 +62,12 @@ proto: $(STAMP)
 # A subset: make bench BENCH_ARGS="--quick --modes peak,nats" (python -m loadtests.bench --help).
 bench: $(COMPILED)
 	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
+
+# Coverage-guided fuzzing of the decoders and parsers, FUZZ_SECONDS per target (atheris where it
+# imports, else hypothesis); ends "crashes: 0" or lists the crashing inputs (tests/fuzz/run.py).
+FUZZ_SECONDS ?= 60
+fuzz: $(COMPILED)
+	$(BIN)/python tests/fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 soak: $(COMPILED)
 	$(BIN)/python -m loadtests.soak

@@ -101,13 +101,33 @@ def review(body: bytes, config: InjectionConfig, lookups: Lookups) -> WebhookRep
         pod = request.get("object")
         if not isinstance(pod, dict):
             raise TypeError("request.object is not a Pod object")
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         return WebhookReply(400, {"error": f"malformed AdmissionReview: {error}"})
+    try:
+        return _decide(uid, operation, pod, request, config, lookups)
+    except (AttributeError, TypeError, KeyError, IndexError) as error:
+        # A Pod field of the wrong type (no API server sends one): refused, never a crash.
+        log.warning("malformed Pod in AdmissionReview %s: %r", uid, error)
+        return WebhookReply(400, {"error": f"malformed Pod: {type(error).__name__}: {error}"})
+
+
+def _decide(
+    uid: str,
+    operation: object,
+    pod: dict[str, Any],
+    request: Mapping[str, Any],
+    config: InjectionConfig,
+    lookups: Lookups,
+) -> WebhookReply:
+    """:func:`review` for a parsed request; a TypeError, AttributeError, KeyError or
+    IndexError means a Pod field of the wrong type."""
     if operation != "CREATE" or not config.image or not needs_injection(pod):
         return WebhookReply(200, _response(uid))
     metadata = pod.get("metadata", {}) or {}
     namespace = metadata.get("namespace") or request.get("namespace") or "default"
     engram = (metadata.get("labels") or {})[ENGRAM_LABEL]
+    if not isinstance(namespace, str) or not isinstance(engram, str):
+        raise TypeError("the namespace and the engram label must be strings")
     try:
         engram_annotations = dict(lookups.engram_annotations(namespace, engram))
     except LookupError as error:

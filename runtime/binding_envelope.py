@@ -13,7 +13,6 @@ non-empty ``name`` and a ``binding`` object, and ``protocolVersion`` must be ``1
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any, Final, final
@@ -79,7 +78,7 @@ class BindingEnvelope:
             return {}
         try:
             decoded = json.loads(self.info.payload)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise BindingError(f"binding payload is not JSON: {error}") from None
         if not isinstance(decoded, dict):
             raise BindingError("binding payload must be a JSON object")
@@ -119,13 +118,17 @@ def parse_binding(text: str) -> BindingEnvelope:
     value = text.strip()
     if not value:
         raise BindingError("BUBU_TRANSPORT_BINDING is empty")
-    if len(value.encode()) > MAX_ENVELOPE_BYTES:
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept by os.environ as surrogates
+        raise BindingError("binding envelope is not valid UTF-8") from None
+    if size > MAX_ENVELOPE_BYTES:
         raise BindingError(f"binding envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
     if not value.startswith("{"):
         raise BindingError("binding envelope must be a JSON object with name and binding")
     try:
         document = json.loads(value)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise BindingError(f"binding envelope is not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise BindingError("binding envelope must be a JSON object")
@@ -150,7 +153,7 @@ def parse_binding(text: str) -> BindingEnvelope:
                 raise BindingError("binding.payload must be a base64 string")
             try:
                 fields[target] = base64.b64decode(item, validate=True)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or text that is not ASCII
                 raise BindingError("binding.payload is not valid base64") from None
         else:
             if not isinstance(item, str):

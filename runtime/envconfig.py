@@ -38,8 +38,8 @@ def parse_duration(text: str) -> float:
     except ValueError:
         pass
     else:
-        if seconds < 0:
-            raise ValueError(f"duration {text!r} is negative")
+        if not seconds >= 0:  # NaN too (trio's timeouts refuse it)
+            raise ValueError(f"duration {text!r} is negative or not a number")
         return seconds
     position = 0
     total = 0.0

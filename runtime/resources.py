@@ -264,8 +264,8 @@ def load_resources(path: str | Path) -> list[Resource]:
     """Every resource in a (multi-document) YAML file, in order."""
     location = Path(path)
     try:
-        documents = list(yaml.safe_load_all(location.read_text()))
-    except (OSError, yaml.YAMLError) as error:
+        documents = list(yaml.safe_load_all(location.read_bytes()))
+    except (OSError, yaml.YAMLError, RecursionError) as error:
         raise ResourceError(str(location), "$", f"cannot read: {error}") from None
     return [
         parse_resource(document, source=f"{location}[{index}]")

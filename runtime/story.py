@@ -164,7 +164,7 @@ def parse_story(text: str | bytes, *, source: str = "<story>") -> Story:
     """Parse and check a Story from YAML (or JSON) text; raise StoryError naming the field."""
     try:
         document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, RecursionError) as error:  # RecursionError: nested too deep
         raise StoryError(source, "$", f"not valid YAML: {error}") from None
     if not isinstance(document, dict):
         raise StoryError(source, "$", "a Story must be a mapping")
@@ -177,7 +177,7 @@ def load_story(path: str | Path) -> Story:
     """Read and parse the Story file at ``path``."""
     location = Path(path)
     try:
-        text = location.read_text()
+        text = location.read_bytes()  # YAML decodes it: not UTF-8 is a StoryError
     except OSError as error:
         raise StoryError(str(location), "$", f"cannot read: {error.strerror}") from None
     return parse_story(text, source=str(location))

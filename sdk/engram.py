@@ -104,7 +104,7 @@ def load_settings(environ: Mapping[str, str]) -> EngramSettings:
     raw_config = env.optional("BUBU_STEP_CONFIG") or "{}"
     try:
         config = json.loads(raw_config)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise ConfigError(f"BUBU_STEP_CONFIG is not JSON: {error}") from None
     if not isinstance(config, dict):
         raise ConfigError("BUBU_STEP_CONFIG must be a JSON object")

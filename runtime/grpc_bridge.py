@@ -1087,9 +1087,25 @@ class _Wiring:
                 self.guard.close(self.state)
             if self._made:
                 connection_lost(error)
+            self._unhook()
 
         protocol.connection_made = made
         protocol.connection_lost = lost
+
+    def _unhook(self) -> None:
+        """Take the hooks off the connection's objects once it is gone: they reference this
+        wiring and it references them, and a reference cycle per connection would wait for
+        the collector's oldest generation (rare in a hub: see ``settle_heap``)."""
+        protocol = self.protocol
+        for name in ("connection_made", "connection_lost", "data_received"):
+            protocol.__dict__.pop(name, None)
+        handler = getattr(protocol, "handler", None)
+        if handler is not None:
+            handler.__dict__.pop("accept", None)
+        connection = getattr(protocol, "connection", None)
+        if connection is not None:
+            connection.__dict__.pop("ack", None)
+        self.state = None  # the guard's state keeps its handle (the accept hook reads it)
 
     def _admit(self, transport: Any) -> bool:
         """Open the guard's state of a connection that did not come through the accept hook
@@ -1192,15 +1208,15 @@ class _Wiring:
 
     def stream_requested(self) -> Refusal | None:
         """A request's HEADERS: the guard's verdict on opening that stream."""
-        assert self.guard is not None
-        assert self.state is not None
+        if self.guard is None or self.state is None:
+            return None
         return self.guard.stream_requested(self.state, trio.current_time())
 
     def stream_closed(self) -> None:
-        """A stream the guard let open is over."""
-        assert self.guard is not None
-        assert self.state is not None
-        self.guard.stream_closed(self.state, trio.current_time())
+        """A stream the guard let open is over (streams released after their connection was
+        lost are nothing to the guard any more)."""
+        if self.guard is not None and self.state is not None:
+            self.guard.stream_closed(self.state, trio.current_time())
 
     def refuse_stream(self, stream: Any, refusal: Refusal) -> None:
         """Answer one request with a trailers-only RESOURCE_EXHAUSTED (then reset it, so its
@@ -1393,13 +1409,15 @@ def _guarded_accept(
 
 
 def _survive_running_out_of_files(loop: Any) -> None:
-    """Keep serving when ``accept()`` runs out of file descriptors (or buffers).
+    """Keep serving when ``accept()`` runs out of file descriptors (or buffers), or when one
+    connection fails.
 
-    asyncio reports it to the loop's exception handler and retries that listener a second
-    later; trio-asyncio's default handler re-raises everything reported into the loop's
-    nursery, which ended the whole process (exit status 1) when a flood of connections
-    exhausted the open-files limit. This handler logs (at most once a second) and counts it
-    instead; anything else still goes to the default handler.
+    asyncio reports both to the loop's exception handler (and retries the listener a second
+    later, or closes the connection); trio-asyncio's default handler re-raises everything
+    reported into the loop's nursery, which ended the whole process (exit status 1) when a
+    flood of connections exhausted the open-files limit. This handler logs (accept failures
+    at most once a second, and counted) instead; anything else still goes to the default
+    handler.
     """
     last_logged = -1.0
 
@@ -1421,6 +1439,10 @@ def _survive_running_out_of_files(loop: Any) -> None:
             if now - last_logged >= 1.0:
                 last_logged = now
                 log.error("accept() failed (%s): new connections wait until it recovers", error)
+            return
+        if "transport" in context or "protocol" in context:
+            # One connection failed (asyncio closes it): log it, never end the server for it.
+            log.error("%s", context.get("message", "a connection failed"), exc_info=error)
             return
         loop.default_exception_handler(context)
 

@@ -24,6 +24,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -58,7 +59,9 @@ from bobravoz.runtime.hub import Hub, HubSettings, TopologyRegistry, boundary_li
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.story import parse_story
+from bobravoz.runtime.tls import ReloadingContext
 from bobravoz.runtime.topology import streaming_topology
+from bobravoz.sdk.local_pki import LocalPki
 
 STORY = """
 apiVersion: bubustack.io/v1alpha1
@@ -162,14 +165,18 @@ def hub_settings(**changes: object) -> HubSettings:
 
 @contextlib.asynccontextmanager
 async def running_hub(
-    settings: HubSettings | None = None, *, client_limits: BoundaryLimits | None = None
+    settings: HubSettings | None = None,
+    *,
+    client_limits: BoundaryLimits | None = None,
+    tls: ReloadingContext | None = None,
 ) -> AsyncIterator[Running]:
-    """A hub serving on loopback as ``serve_hub`` does (its limits from ``settings``), and a
-    grpclib client connection to it. A failure inside comes out as itself."""
+    """A hub serving on loopback as ``serve_hub`` does (its limits from ``settings``; mTLS
+    with ``tls``), and a grpclib client connection to it (plaintext: with ``tls`` it is there
+    but never used). A failure inside comes out as itself."""
     settings = settings or hub_settings()
     metrics = TransportMetrics(CollectorRegistry(), component="hub")
     serve = functools.partial(
-        serve_grpc, limits=boundary_limits(settings), refusals=metrics.boundary_refusals
+        serve_grpc, limits=boundary_limits(settings), refusals=metrics.boundary_refusals, tls=tls
     )
     try:
         async with (
@@ -623,6 +630,30 @@ async def test_idle_and_silent_connections_are_closed_by_the_timeouts(
         assert run.refusals["idle_timeout"] == 1
         for sock in silent + preface_only:
             await sock.aclose()
+
+
+@pytest.mark.parametrize("sent", [b"", PREFACE], ids=["silent", "plaintext-to-tls"])
+async def test_tls_handshakes_that_stall_or_fail_are_closed_and_counted(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, sent: bytes
+) -> None:
+    """On an mTLS listener a connection that never completes the TLS handshake is dropped at
+    the first-request timeout (``handshake_timeout``), and one that speaks plaintext at once
+    (``tls_handshake``); neither holds a connection slot afterwards."""
+    server = ReloadingContext(LocalPki(tmp_path / "pki").issue("hub").files, "server")
+    settings = hub_settings(boundary=BoundaryLimits(handshake_timeout=5.0))
+    async with running_hub(settings, tls=server) as run:
+        assert run.server.guard is not None
+        start = trio.current_time()
+        sock = await trio.open_tcp_stream(run.endpoint.host, run.endpoint.port)
+        async with sock:
+            await sock.send_all(sent)
+            assert await read_until_closed(sock, 20) == b""
+        reason = "handshake_timeout" if not sent else "tls_handshake"
+        await run.quiesce(lambda: run.server.guard.connections())  # type: ignore[union-attr]
+        assert run.refusals == {reason: 1}
+        if not sent:
+            assert 5.0 <= trio.current_time() - start <= 6.0
+        assert run.server.guard.connections() == 0  # nothing held (the channel never dialled)
 
 
 async def test_a_peer_that_stops_answering_is_closed_by_keepalive(

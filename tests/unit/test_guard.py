@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bobravoz.runtime.envconfig import ConfigError
 from bobravoz.runtime.guard import (
     DEFAULT_MAX_CONNECTIONS,
     ENHANCE_YOUR_CALM,
@@ -25,6 +26,8 @@ from bobravoz.runtime.guard import (
     Refusal,
     connection_bound,
 )
+from bobravoz.runtime.hub import boundary_limits
+from bobravoz.runtime.hub.main import hub_settings
 
 
 def guard(max_connections: int = 100, **limits: object) -> ConnectionGuard:
@@ -240,3 +243,61 @@ def test_the_sweep_interval_follows_the_shortest_timeout() -> None:
     assert guard().sweep_interval == 1.0
     assert guard(handshake_timeout=2.0).sweep_interval == pytest.approx(0.2)
     assert guard(handshake_timeout=0.1).sweep_interval == 0.05
+
+
+# -- the hub's environment -------------------------------------------------------------------
+
+
+def test_the_hub_reads_its_boundary_from_the_environment() -> None:
+    settings = hub_settings(
+        {
+            "BOBRAVOZ_HUB_MAX_CONNECTIONS": "500",
+            "BOBRAVOZ_HUB_MAX_CONNECTIONS_PER_PEER": "0",
+            "BOBRAVOZ_HUB_MAX_STREAMS_PER_PEER": "40",
+            "BOBRAVOZ_HUB_HANDSHAKE_TIMEOUT": "2s",
+            "BOBRAVOZ_HUB_IDLE_TIMEOUT": "1m30s",
+            "BUBU_GRPC_KEEPALIVE_TIME": "45s",  # Go's shared name, when the hub's is unset
+            "BUBU_HUB_KEEPALIVE_TIMEOUT": "7s",
+            "BOBRAVOZ_HUB_RESET_BURST": "50",
+            "BOBRAVOZ_HUB_RESET_RATE": "5",
+            "BOBRAVOZ_HUB_MAX_HEADER_LIST_BYTES": "8192",
+            "BUBU_HUB_MAX_RECV_BYTES": "1048576",
+            "BUBU_GRPC_MAX_SEND_BYTES": "2097152",
+            "BOBRAVOZ_HUB_MAX_METADATA_ENTRIES": "20",
+            "BOBRAVOZ_HUB_MAX_METADATA_VALUE_BYTES": "512",
+            "BOBRAVOZ_HUB_MAX_STREAM_DURATION": "24h",
+        }
+    )
+    assert settings.boundary == BoundaryLimits(
+        max_connections=500,
+        max_connections_per_peer=0,
+        max_streams_per_peer=40,
+        handshake_timeout=2.0,
+        idle_timeout=90.0,
+        keepalive_time=45.0,
+        keepalive_timeout=7.0,
+        reset_burst=50,
+        reset_rate=5.0,
+        max_header_list_bytes=8192,
+    )
+    assert (settings.max_packet_bytes, settings.max_send_bytes) == (1 << 20, 2 << 20)
+    assert (settings.max_metadata_entries, settings.max_metadata_value_bytes) == (20, 512)
+    assert settings.max_stream_duration == 24 * 3600.0
+    limits = boundary_limits(settings)
+    assert (limits.max_recv_bytes, limits.max_send_bytes) == (1 << 20, 2 << 20)
+    assert limits.max_streams_per_connection == settings.max_streams
+    assert hub_settings({}).boundary == BoundaryLimits()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BOBRAVOZ_HUB_HANDSHAKE_TIMEOUT", "soon"),
+        ("BOBRAVOZ_HUB_MAX_CONNECTIONS", "-1"),
+        ("BOBRAVOZ_HUB_MAX_HEADER_LIST_BYTES", "100"),
+        ("BUBU_HUB_MAX_SEND_BYTES", "0"),
+    ],
+)
+def test_malformed_boundary_settings_are_a_config_error_naming_them(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        hub_settings({name: value})

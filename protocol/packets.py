@@ -64,11 +64,10 @@ def _map_entry(entry: bytes) -> tuple[str, str]:
     for field in iter_fields(entry):
         if field.wire_type != LEN:
             raise WireFormatError("map entry field is not length-delimited")
-        text = entry[field.value_start : field.end].decode("utf-8")
         if field.number == 1:
-            key = text
+            key = entry[field.value_start : field.end].decode("utf-8")
         elif field.number == 2:
-            value = text
+            value = entry[field.value_start : field.end].decode("utf-8")
     return key, value
 
 

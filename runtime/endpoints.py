@@ -66,6 +66,8 @@ def parse_endpoint(text: str, *, allow_port_zero: bool = False) -> Endpoint:
     if not sep:
         host, port_text = "", value
     host = host.strip("[]") or DEFAULT_HOST
+    if any(char.isspace() or char in "[]" for char in host):
+        raise ValueError(f"endpoint {text!r}: host {host!r} holds whitespace or brackets")
     try:
         port = int(port_text)
     except ValueError:

@@ -99,6 +99,9 @@ def packets() -> dict[str, bytes]:
         ),
         "edge-truncated": bytes(DataPacket(metadata={"k": "v"}))[:-2],
         "edge-long-tag": b"\x8a\x80\x80\x80\x00\x00",
+        "regression-entry-unknown-field": encode_len_field(
+            1, encode_string_field(1, "bubu-heartbeat") + encode_len_field(5, b"\xf0")
+        ),
     }
 
 
@@ -313,6 +316,7 @@ def env_values() -> dict[str, bytes]:
         "true",
         "42",
         "-nan",
+        "[\t:2",
     ]
     return {f"value-{index}": value.encode() for index, value in enumerate(values)}
 

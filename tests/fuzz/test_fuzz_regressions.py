@@ -16,9 +16,16 @@ import fuzz_targets
 import pytest
 
 from bobravoz.controllers.webhook import Lookups, review
+from bobravoz.protocol.packets import is_heartbeat, read_metadata
 from bobravoz.protocol.validation import validate_packet
-from bobravoz.protocol.wire import PacketLayout, convert_layout
+from bobravoz.protocol.wire import (
+    PacketLayout,
+    convert_layout,
+    encode_len_field,
+    encode_string_field,
+)
 from bobravoz.runtime.binding_envelope import BindingError, parse_binding
+from bobravoz.runtime.endpoints import parse_endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader, parse_duration
 from bobravoz.runtime.models import ResourceError
 from bobravoz.runtime.resources import load_resources
@@ -212,3 +219,26 @@ def _annotations(namespace: str, name: str) -> dict[str, str]:
 LOOKUPS_OF_STRINGS = Lookups(
     engram_annotations=_annotations, binding=fuzz_targets.WEBHOOK_LOOKUPS.binding
 )
+
+
+def test_an_unknown_field_in_a_metadata_entry_is_skipped_by_the_general_tools() -> None:
+    """Was: UnicodeDecodeError from ``read_metadata``/``is_heartbeat`` (the hub's general
+    path) for a packet validation accepts: a metadata entry with an unknown field (skipped by
+    protobuf parsers, and by validation) holding bytes that are not UTF-8."""
+    entry = encode_string_field(1, "bubu-heartbeat") + encode_len_field(5, b"\x32\x18\x6a\xf0")
+    packet = encode_len_field(1, entry) + encode_len_field(1, encode_string_field(1, "k"))
+    assert validate_packet(packet, PacketLayout.DATA_PACKET) is None
+    assert read_metadata(packet, PacketLayout.DATA_PACKET) == {"bubu-heartbeat": "", "k": ""}
+    assert is_heartbeat(packet, PacketLayout.DATA_PACKET) is False
+    assert fuzz_targets.check_wire(packet) is True
+
+
+@pytest.mark.parametrize("text", ["[\t:2", "[ ]:2", "[ x]:2", "[::1 ]:2", "x] ]:2", "a b:2"])
+def test_an_endpoint_host_with_whitespace_or_brackets_is_refused(text: str) -> None:
+    """Was: ``parse_endpoint("[\\t:2")`` kept the host ``"\\t"``, whose text ``"\\t:2"``
+    parses back to 127.0.0.1:2 (a host never holds whitespace or brackets)."""
+    with pytest.raises(ValueError, match="holds whitespace or brackets"):
+        parse_endpoint(text)
+    for good in ("[::1]:2", "[fe80::1%eth0]:2", " x:2 ", ":2", "2", "unix:///a b"):
+        endpoint = parse_endpoint(good)
+        assert parse_endpoint(str(endpoint)) == endpoint

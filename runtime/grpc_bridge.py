@@ -1069,6 +1069,7 @@ class _Wiring:
         self.guard = guard
         self.state = state
         self.transport: Any = None
+        self._socket_transport: Any = None
         self.read_ahead: _ReadAhead | None = None
         self._made = False
         connection_made = protocol.connection_made
@@ -1076,6 +1077,9 @@ class _Wiring:
 
         def made(transport: Any) -> None:
             self.transport = transport
+            # The socket's own transport (under TLS, the one below the TLS layer).
+            ssl_protocol = getattr(transport, "_ssl_protocol", None)
+            self._socket_transport = getattr(ssl_protocol, "_transport", transport)
             if not self._admit(transport):
                 return
             connection_made(transport)
@@ -1106,6 +1110,10 @@ class _Wiring:
         if connection is not None:
             connection.__dict__.pop("ack", None)
         self.state = None  # the guard's state keeps its handle (the accept hook reads it)
+        # asyncio's socket transport keeps a bound method of itself (its read callback): a
+        # cycle per connection, of no use once the connection is lost.
+        if self._socket_transport is not None:
+            self._socket_transport.__dict__.pop("_read_ready_cb", None)
 
     def _admit(self, transport: Any) -> bool:
         """Open the guard's state of a connection that did not come through the accept hook
@@ -1520,10 +1528,14 @@ async def serve_grpc(
     try:
         if endpoint.unix_path is not None:
             prepare_unix_socket(endpoint.unix_path)
-            await trio_asyncio.aio_as_trio(server.start)(path=endpoint.unix_path, ssl=context)
+            await trio_asyncio.aio_as_trio(server.start)(
+                path=endpoint.unix_path, ssl=context, backlog=limits.listen_backlog
+            )
             bound = endpoint
         else:
-            await trio_asyncio.aio_as_trio(server.start)(endpoint.host, endpoint.port, ssl=context)
+            await trio_asyncio.aio_as_trio(server.start)(
+                endpoint.host, endpoint.port, ssl=context, backlog=limits.listen_backlog
+            )
         started = True
         listener = server._server  # noqa: SLF001 - grpclib exposes no bound address
         assert listener is not None

@@ -64,6 +64,9 @@ class BoundaryLimits(msgspec.Struct, frozen=True, kw_only=True):
     #: Connections open at once from one client address (0: no separate bound). Unix-socket
     #: clients share no address and are only held to ``max_connections``.
     max_connections_per_peer: int = 512
+    #: Connections the kernel queues for ``accept()`` (grpclib's default, 100, drops the SYNs
+    #: of a burst of connections, which then wait a second to retry; capped by somaxconn).
+    listen_backlog: int = 1024
     #: Concurrent streams one connection may open (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
     max_streams_per_connection: int = 100
     #: Concurrent streams across one client address's connections (0: no separate bound).
@@ -129,6 +132,8 @@ class BoundaryLimits(msgspec.Struct, frozen=True, kw_only=True):
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.listen_backlog < 1:
+            raise ValueError("listen_backlog must be at least 1")
         if not 1 <= self.max_streams_per_connection <= 2**31 - 1:
             raise ValueError("max_streams_per_connection must be in 1..2**31-1")
         for name in ("stream_window", "connection_window"):

@@ -338,6 +338,16 @@ class World:
 
     async def send(self, op: Send) -> None:
         live = self.live_consumer(op.run)
+        spec = RUNS[op.run]
+        binding = self.hub.find(spec.namespace, spec.name, "consumer")
+        if (
+            live is None
+            and binding is not None
+            and binding.channel.depth + op.count > (binding.channel.statistics().max_messages)
+        ):
+            # Nobody reads and the buffer (``block``, over its bound after backlogs of
+            # abandoned streams came back) has no room: the producer would wait for ever.
+            return
         if isinstance(op.cancel, int) and live is not None:
             live.cancel_after = op.cancel
         routed = await self.produce(

@@ -53,7 +53,7 @@ async def run_connector(
         service = ConnectorService(link, metrics, supervisor)
         server = await supervisor.start_child_ready(
             "local-server",
-            serve_grpc,
+            functools.partial(serve_grpc, refusals=metrics.boundary_refusals),
             config.listen,
             METHODS if client_tls is None else LOCAL_METHODS,
             service.accept,
@@ -63,7 +63,7 @@ async def run_connector(
         if config.p2p_listen is not None:
             peer_server = await supervisor.start_child_ready(
                 "p2p-server",
-                functools.partial(serve_grpc, tls=server_tls),
+                functools.partial(serve_grpc, tls=server_tls, refusals=metrics.boundary_refusals),
                 config.p2p_listen,
                 (PROCESS_METHOD,),
                 service.accept,

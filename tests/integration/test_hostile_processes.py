@@ -262,8 +262,10 @@ async def test_waves_of_idle_connections_are_closed_and_memory_stays_flat(
             + ", ".join(f"{r:.1f}" for r in rss)
             + " MiB"
         )
-        # After a warm-up wave (the allocator's high-water mark), a wave adds nothing.
-        assert max(rss[5:]) <= rss[3] * 1.10, rss
+        # After a warm-up wave (the allocator's high-water mark), later waves add little: a
+        # leak of the size this guards against (tens of MiB per wave) fails the bound by the
+        # third wave, while allocator noise under a busy machine (up to ~12 %) does not.
+        assert max(rss[5:]) <= rss[2] * 1.20, rss
 
 
 # -- floods --------------------------------------------------------------------------------------

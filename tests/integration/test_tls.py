@@ -94,6 +94,21 @@ def handshake(
         return tls.getpeercert() or {}, tls.recv(64)
 
 
+async def refused_process(address: str, files: TlsFiles, *, generation: int) -> RemoteStatusError:
+    """Open a Process stream for default/run-1/producer over mTLS with ``files`` and return
+    the status the server refused it with (the test fails if it was admitted)."""
+    identity = BindingIdentity(
+        storyrun="run-1", namespace="default", step="producer", generation=generation
+    )
+    async with open_grpc_loop():
+        context = ReloadingContext(files, "client")
+        async with open_grpc_channel(parse_endpoint(address), tls=context) as channel:
+            with pytest.raises(RemoteStatusError) as refused:
+                async with channel.open_stream(PROCESS_METHOD, identity.headers()):
+                    pass
+    return refused.value
+
+
 def refused_handshake(address: str, *, ca: str, cert: TlsFiles | None) -> str:
     """How the hub refused: the TLS alert's name in the error, ``closed`` for a close with
     no HTTP/2 answer, or what it answered (a failure for the caller)."""
@@ -177,18 +192,10 @@ async def test_peer_to_peer_edge_over_mtls(tmp_path: Path) -> None:
         # A peer whose certificate names another namespace is refused by the P2P listener,
         # and the refusal is counted there.
         intruder = pki.issue("intruder", namespace="other").files
-        identity = BindingIdentity(
-            storyrun="run-1", namespace="default", step="producer", generation=9
-        )
-        async with open_grpc_loop():
-            context = ReloadingContext(intruder, "client")
-            async with open_grpc_channel(parse_endpoint(peer_address), tls=context) as channel:
-                with pytest.raises(RemoteStatusError) as refused:
-                    async with channel.open_stream(PROCESS_METHOD, identity.headers()):
-                        pass
-        assert refused.value.code == StatusCode.PERMISSION_DENIED
-        assert "'default'" in refused.value.message
-        assert "other" in refused.value.message
+        refused = await refused_process(peer_address, intruder, generation=9)
+        assert refused.code == StatusCode.PERMISSION_DENIED
+        assert "'default'" in refused.message
+        assert "other" in refused.message
         await wait_for_metric(
             downstream.find("ready")["metrics"],  # type: ignore[index]
             "bobravoz_handshakes_rejected_total",
@@ -236,18 +243,10 @@ async def test_hub_refuses_what_is_not_mtls_with_its_ca(tmp_path: Path) -> None:
 
         # A valid certificate of namespace "other" claiming a StoryRun of "default".
         other = pki.issue("intruder", namespace="other").files
-        identity = BindingIdentity(
-            storyrun="run-1", namespace="default", step="producer", generation=1
-        )
-        async with open_grpc_loop():
-            context = ReloadingContext(other, "client")
-            async with open_grpc_channel(parse_endpoint(address), tls=context) as channel:
-                with pytest.raises(RemoteStatusError) as refused:
-                    async with channel.open_stream(PROCESS_METHOD, identity.headers()):
-                        pass
-        assert refused.value.code == StatusCode.PERMISSION_DENIED
-        assert "namespace other" in refused.value.message
-        assert "'default'" in refused.value.message
+        refused = await refused_process(address, other, generation=1)
+        assert refused.code == StatusCode.PERMISSION_DENIED
+        assert "namespace other" in refused.message
+        assert "'default'" in refused.message
         samples = await wait_for_metric(
             hub.find("ready")["metrics"],  # type: ignore[index]
             "bobravoz_handshakes_rejected_total",

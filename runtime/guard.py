@@ -118,10 +118,6 @@ class BoundaryLimits(msgspec.Struct, frozen=True, kw_only=True):
             "max_ping_strikes",
             "reset_burst",
             "max_write_backlog",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        for name in (
             "handshake_timeout",
             "idle_timeout",
             "keepalive_time",

@@ -120,26 +120,31 @@ def _check_semantics(story: Story, source: str) -> None:
                 f"transport {transport.name!r} is duplicated",
             )
         transports.add(transport.name)
+    ids = {step.step_id for step in steps} | {step.name for step in steps}
+    by_key: dict[str, str] = {}
+    for step in steps:
+        by_key[step.name] = step.step_id
+        by_key[step.step_id] = step.step_id
     seen: dict[str, int] = {}
     names: dict[str, int] = {}
     for index, step in enumerate(steps):
         where = f"$.spec.steps[{index}]"
         if not step.name.strip():
             raise StoryError(source, f"{where}.name", "step name is empty")
+        if step.name in names:
+            raise StoryError(source, f"{where}.name", f"step name {step.name!r} is used twice")
         if step.step_id in seen:
             raise StoryError(source, where, f"step id {step.step_id!r} is used twice")
         for position, need in enumerate(step.needs):
-            if need not in names and need not in seen:
-                known = need in {s.name for s in steps} | {s.step_id for s in steps}
-                why = (
-                    "names a later step (Story order is the graph's order)"
-                    if known
-                    else ("names no step of this Story")
-                )
+            if need not in ids:
                 raise StoryError(
                     source,
                     f"{where}.needs[{position}]",
-                    f"step {step.name!r} needs {need!r}, which {why}",
+                    f"step {step.name!r} needs {need!r}, which names no step of this Story",
+                )
+            if by_key[need] == step.step_id:
+                raise StoryError(
+                    source, f"{where}.needs[{position}]", f"step {step.name!r} needs itself"
                 )
         if step.transport is not None and step.transport not in transports:
             raise StoryError(
@@ -158,6 +163,61 @@ def _check_semantics(story: Story, source: str) -> None:
             raise StoryError(source, where, f"step {step.name!r} has neither ref nor type")
         seen[step.step_id] = index
         names[step.name] = index
+    cycle = find_cycle(story)
+    if cycle:
+        first = next(i for i, s in enumerate(steps) if s.step_id == cycle[0])
+        raise StoryError(
+            source,
+            f"$.spec.steps[{first}].needs",
+            "the steps' needs form a cycle: " + " -> ".join(cycle),
+        )
+
+
+def upstream_steps(story: Story) -> dict[str, tuple[str, ...]]:
+    """Each step id's upstream step ids: its ``needs`` (names or ids), or, when ``needs`` is
+    empty, every step declared before it (the Go hub's rule, in list order)."""
+    steps = story.spec.steps
+    by_key: dict[str, str] = {}
+    for step in steps:
+        by_key[step.name] = step.step_id
+        by_key[step.step_id] = step.step_id
+    upstream: dict[str, tuple[str, ...]] = {}
+    for index, step in enumerate(steps):
+        if step.needs:
+            upstream[step.step_id] = tuple(dict.fromkeys(by_key.get(n, n) for n in step.needs))
+        else:
+            upstream[step.step_id] = tuple(s.step_id for s in steps[:index])
+    return upstream
+
+
+def find_cycle(story: Story) -> tuple[str, ...]:
+    """A cycle of ``needs`` as step ids, first step repeated at the end (``a -> b -> a``);
+    empty when the graph is acyclic. Iterative: a long chain cannot exhaust the stack."""
+    upstream = upstream_steps(story)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in upstream:
+        if state.get(start):
+            continue
+        path: list[str] = [start]
+        iterators = [iter(upstream[start])]
+        state[start] = 1
+        while iterators:
+            following = next(iterators[-1], None)
+            if following is None:
+                state[path.pop()] = 2
+                iterators.pop()
+                continue
+            mark = state.get(following, 0)
+            if mark == 1:
+                loop = path[path.index(following) :]
+                # needs point upstream: print the cycle in the data's direction
+                ordered = list(reversed([*loop, following]))
+                return tuple(ordered)
+            if mark == 0 and following in upstream:
+                state[following] = 1
+                path.append(following)
+                iterators.append(iter(upstream[following]))
+    return ()
 
 
 def parse_story(text: str | bytes, *, source: str = "<story>") -> Story:

@@ -1,7 +1,8 @@
 """A Story's streaming graph: steps, edges, and each edge's mode and settings. Pure.
 
-Routing follows the Go hub: a packet from step X goes, in Story order, to every later step
-that needs X; a step with an empty ``needs`` depends on every earlier step; when X names a
+Routing follows the Go hub: a packet from step X goes, in Story order, to every step that
+needs X (a ``needs`` may name a step declared later; the graph is acyclic); a step with an
+empty ``needs`` depends on every earlier step; when X names a
 ``transport``, only steps on that same transport are candidates. The per-step mode follows
 the BubuStack operator's topology analysis (reference notes §2.5): X is ``p2p`` iff neither X
 nor its single downstream needs the hub (``if`` or ``runtime``), X has exactly one downstream,
@@ -26,7 +27,7 @@ from bobravoz.runtime.settings import (
     merge_settings,
     resolve_buffer,
 )
-from bobravoz.runtime.story import Step, Story
+from bobravoz.runtime.story import Step, Story, upstream_steps
 
 EdgeMode = Literal["hub", "p2p"]
 
@@ -120,23 +121,15 @@ def compute_topology(
     """
     defaults = transport_defaults or {}
     steps = story.spec.steps
-    ids = [step.step_id for step in steps]
-    by_name = {step.name: step.step_id for step in steps}
-    # Go hub rule: empty needs = every earlier step.
-    upstream: dict[str, tuple[str, ...]] = {}
-    for index, step in enumerate(steps):
-        if step.needs:
-            upstream[step.step_id] = tuple(by_name.get(need, need) for need in step.needs)
-        else:
-            upstream[step.step_id] = tuple(ids[:index])
-    targets: dict[str, list[str]] = {step_id: [] for step_id in ids}
-    for index, step in enumerate(steps):
-        for later in steps[index + 1 :]:
-            if step.step_id not in upstream[later.step_id]:
+    upstream = upstream_steps(story)
+    targets: dict[str, list[str]] = {step.step_id: [] for step in steps}
+    for step in steps:
+        for other in steps:
+            if step.step_id not in upstream[other.step_id]:
                 continue
-            if step.transport is not None and later.transport != step.transport:
+            if step.transport is not None and other.transport != step.transport:
                 continue
-            targets[step.step_id].append(later.step_id)
+            targets[step.step_id].append(other.step_id)
     literal_downstream = {
         step.step_id: [s.step_id for s in steps if step.name in s.needs or step.step_id in s.needs]
         for step in steps

@@ -140,7 +140,12 @@ spec:
             "$.spec.transports[1].name",
             "duplicated",
         ),
-        (("{name: b, ref: {name: e}", "{name: a, ref: {name: e}"), "$.spec.steps[1]", "used twice"),
+        (
+            ("{name: b, ref: {name: e}", "{name: a, ref: {name: e}"),
+            "$.spec.steps[1].name",
+            "name 'a' is used twice",
+        ),
+        (("needs: [a]", "needs: [b]"), "$.spec.steps[1].needs[0]", "'b' needs itself"),
         (
             ("{name: b, ref: {name: e}", "{name: b, type: wait"),
             "$.spec.steps[1].type",
@@ -162,13 +167,75 @@ def test_refusals_name_the_field(change: tuple[str, str], path: str, words: str)
     assert str(caught.value).startswith("story.yaml: ")
 
 
-def test_later_step_in_needs_is_refused() -> None:
+def test_a_need_may_name_a_later_step() -> None:
+    text = """
+metadata: {name: s}
+spec:
+  pattern: realtime
+  steps:
+    - {name: source, ref: {name: e}}
+    - {name: sink, ref: {name: e}, needs: [middle]}
+    - {name: middle, ref: {name: e}, needs: [source]}
+"""
+    topology = compute_topology(parse_story(text))
+    pairs = {(edge.source, edge.target) for edge in topology.edges}
+    assert pairs == {("source", "middle"), ("middle", "sink")}
+    assert topology.step("source").mode == "p2p"
+
+
+def test_a_cycle_is_refused_with_its_path() -> None:
     text = BASE.replace(
         "- {name: a, ref: {name: e}, transport: t}",
         "- {name: a, ref: {name: e}, transport: t, needs: [b]}",
     )
-    with pytest.raises(StoryError, match="later step"):
+    with pytest.raises(StoryError) as caught:
+        parse_story(text, source="story.yaml")
+    assert "cycle: a -> b -> a" in str(caught.value) or "cycle: b -> a -> b" in str(caught.value)
+    assert caught.value.path.endswith(".needs")
+
+
+def test_a_long_cycle_names_every_step() -> None:
+    lines = [f"    - {{name: s{i}, ref: {{name: e}}, needs: [s{(i + 1) % 5}]}}" for i in range(5)]
+    text = "metadata: {name: r}\nspec:\n  pattern: realtime\n  steps:\n" + "\n".join(lines)
+    with pytest.raises(StoryError) as caught:
         parse_story(text)
+    message = str(caught.value)
+    cycle = message.split("cycle: ")[1].split(" -> ")
+    assert cycle[0] == cycle[-1]
+    assert sorted(cycle[:-1]) == [f"s{i}" for i in range(5)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(2, 7), st.data())
+def test_any_cycle_is_found_and_real(size: int, data: st.DataObject) -> None:
+    needs = [
+        sorted(data.draw(st.sets(st.integers(0, size - 1).filter(lambda n, i=i: n != i))))
+        for i in range(size)
+    ]
+    lines = [
+        f"    - {{name: s{i}, ref: {{name: e}}, needs: [{', '.join(f's{n}' for n in need)}]}}"
+        for i, need in enumerate(needs)
+    ]
+    text = "metadata: {name: r}\nspec:\n  pattern: realtime\n  steps:\n" + "\n".join(lines)
+    upstream = {
+        f"s{i}": {f"s{n}" for n in need} if need else {f"s{n}" for n in range(i)}
+        for i, need in enumerate(needs)
+    }
+    try:
+        parse_story(text)
+    except StoryError as error:
+        cycle = str(error).split("cycle: ")[1].split(" -> ")
+        # each step of the printed cycle feeds the next one
+        assert all(cycle[k] in upstream[cycle[k + 1]] for k in range(len(cycle) - 1))
+    else:
+        order: list[str] = []  # an acyclic graph has a topological order
+        remaining = dict(upstream)
+        while remaining:
+            ready = [step for step, ups in remaining.items() if ups <= set(order)]
+            assert ready, "parse_story accepted a cyclic graph"
+            order.extend(sorted(ready))
+            for step in ready:
+                del remaining[step]
 
 
 def test_batch_stories_are_not_streamed() -> None:

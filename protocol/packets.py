@@ -248,3 +248,102 @@ class Retargeter:
             stamped = _restamp_envelope(envelope, self._stream_id, sequence)
             body = b"".join(kept)
         return body + self._entries + encode_len_field(envelope_number, stamped)
+
+
+@final
+@dataclass(slots=True)
+class PacketParts:
+    """What a Story primitive reads of one packet, in one pass over its top-level fields."""
+
+    metadata: dict[str, str]
+    payload: bytes | None
+    inputs: bytes | None
+    envelope: EnvelopeFields | None
+    frame_bytes: int
+
+
+def read_parts(packet: bytes, layout: PacketLayout) -> PacketParts:
+    """The metadata map, the raw ``payload`` and ``inputs`` Struct bytes (concatenated when
+    repeated, as protobuf merges them), the envelope and the size of the frame's field."""
+    metadata_number, payload_number, inputs_number = layout.value[0:3]
+    frames = set(layout.value[4:7])
+    envelope_number = layout.value[7]
+    metadata: dict[str, str] = {}
+    payload: bytes | None = None
+    inputs: bytes | None = None
+    envelope: bytes | None = None
+    frame_bytes = 0
+    for field in iter_fields(packet):
+        number = field.number
+        if field.wire_type != LEN:
+            continue
+        value = packet[field.value_start : field.end]
+        if number == metadata_number:
+            key, text = _map_entry(value)
+            metadata[key] = text
+        elif number == payload_number:
+            payload = value if payload is None else payload + value
+        elif number == inputs_number:
+            inputs = value if inputs is None else inputs + value
+        elif number == envelope_number:
+            envelope = value if envelope is None else envelope + value
+        elif number in frames:
+            frame_bytes += len(value)
+    return PacketParts(
+        metadata=metadata,
+        payload=payload,
+        inputs=inputs,
+        envelope=None if envelope is None else parse_envelope(envelope),
+        frame_bytes=frame_bytes,
+    )
+
+
+def rewrite_packet(
+    packet: bytes,
+    *,
+    layout: PacketLayout,
+    metadata_updates: Mapping[str, str] | None = None,
+    inputs: bytes | None = None,
+    payload: bytes | None = None,
+    partition: str | None = None,
+) -> bytes:
+    """``packet`` with metadata keys set from ``metadata_updates``, the ``inputs`` (and, when
+    given, ``payload``) Struct replaced by the given bytes, and the envelope's partition set
+    when ``partition`` is given. Every other field is copied as bytes."""
+    metadata_number, payload_number, inputs_number = layout.value[0:3]
+    envelope_number = layout.value[7]
+    updates = dict(metadata_updates or {})
+    encoded_keys = {key.encode() for key in updates}
+    replaced = {inputs_number} if inputs is not None else set()
+    if payload is not None:
+        replaced.add(payload_number)
+    parts: list[bytes] = []
+    envelope: bytes | None = None
+    for field in iter_fields(packet):
+        number = field.number
+        if number == metadata_number and field.wire_type == LEN and encoded_keys:
+            if _entry_key(packet, field.value_start, field.end) in encoded_keys:
+                continue
+        elif number in replaced:
+            continue
+        elif number == envelope_number and field.wire_type == LEN and partition is not None:
+            value = packet[field.value_start : field.end]
+            envelope = value if envelope is None else envelope + value
+            continue
+        parts.append(packet[field.start : field.end])
+    for key, value in updates.items():
+        entry = encode_string_field(1, key) + encode_string_field(2, value)
+        parts.append(encode_len_field(metadata_number, entry))
+    if payload is not None:
+        parts.append(encode_len_field(payload_number, payload))
+    if inputs is not None:
+        parts.append(encode_len_field(inputs_number, inputs))
+    if partition is not None:
+        kept = [
+            (envelope or b"")[field.start : field.end]
+            for field in iter_fields(envelope or b"")
+            if field.number != 3
+        ]
+        head = encode_string_field(3, partition) if partition else b""
+        parts.append(encode_len_field(envelope_number, head + b"".join(kept)))
+    return b"".join(parts)

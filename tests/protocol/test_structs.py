@@ -1,0 +1,111 @@
+"""The wire-level Struct codec agrees with the generated ``google.protobuf.Struct``."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bobravoz.protocol.gen.google.protobuf import Struct
+from bobravoz.protocol.structs import decode_struct, encode_struct
+from bobravoz.protocol.wire import WireFormatError
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=20)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+objects = st.dictionaries(st.text(max_size=8), values, max_size=6)
+
+
+def _as_json(value: Any) -> Any:
+    """What a Struct gives back: numbers as floats."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _as_json(item) for key, item in value.items()}
+    return [_as_json(item) for item in value]
+
+
+@settings(max_examples=300, deadline=None)
+@given(objects)
+def test_round_trip_and_agreement_with_the_generated_class(value: dict[str, Any]) -> None:
+    encoded = encode_struct(value)
+    assert decode_struct(encoded) == _as_json(value)
+    assert Struct.parse(encoded).to_dict() == _as_json(value)
+    assert decode_struct(bytes(Struct.from_dict(_as_json(value)))) == _as_json(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_garbage_is_a_wire_format_error_or_a_dict(data: bytes) -> None:
+    with contextlib.suppress(WireFormatError):
+        assert isinstance(decode_struct(data), dict)
+
+
+@pytest.mark.parametrize("bad", [{"x": math.nan}, {"x": math.inf}, {1: 2}, {"x": b"raw"}])
+def test_what_a_struct_cannot_hold_is_refused(bad: dict[Any, Any]) -> None:
+    with pytest.raises(ValueError, match="Struct"):
+        encode_struct(bad)
+
+
+metadata_maps = st.dictionaries(st.text(min_size=1, max_size=6), st.text(max_size=6), max_size=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(metadata_maps, metadata_maps, objects, st.none() | st.text(max_size=8), st.booleans())
+def test_rewrite_packet_sets_what_it_is_given_and_keeps_the_rest(
+    metadata: dict[str, str],
+    updates: dict[str, str],
+    inputs: dict[str, Any],
+    partition: str | None,
+    with_envelope: bool,
+) -> None:
+    from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataPacket, StreamEnvelope
+    from bobravoz.protocol.packets import read_parts, rewrite_packet
+    from bobravoz.protocol.wire import PacketLayout
+
+    original = DataPacket(
+        metadata=metadata,
+        payload=Struct.from_dict({"p": 1.0}),
+        binary=BinaryFrame(payload=b"frame", mime_type="x/y"),
+        envelope=StreamEnvelope(stream_id="s", sequence=7, partition="old")
+        if with_envelope
+        else None,
+    )
+    rewritten = rewrite_packet(
+        bytes(original),
+        layout=PacketLayout.DATA_PACKET,
+        metadata_updates=updates,
+        inputs=encode_struct(inputs),
+        partition=partition,
+    )
+    parsed = DataPacket.parse(rewritten)
+    assert parsed.metadata == {**metadata, **updates}
+    assert parsed.inputs is not None
+    assert parsed.inputs.to_dict() == _as_json(inputs)
+    assert parsed.payload is not None
+    assert parsed.payload.to_dict() == {"p": 1.0}
+    assert parsed.binary == original.binary
+    parts = read_parts(rewritten, PacketLayout.DATA_PACKET)
+    assert parts.metadata == parsed.metadata
+    expected_partition = partition if partition is not None else ("old" if with_envelope else "")
+    assert (parsed.envelope.partition if parsed.envelope else "") == expected_partition
+    if with_envelope:
+        assert parsed.envelope is not None
+        assert (parsed.envelope.stream_id, parsed.envelope.sequence) == ("s", 7)

@@ -44,6 +44,7 @@ from bobravoz.runtime.pump import (
 )
 from bobravoz.runtime.status import RemoteStatusError
 from bobravoz.runtime.tls import ReloadingContext
+from bobravoz.runtime.tracing import DISABLED, Tracing, traced_packet
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,12 @@ class HubLink:
         config: ConnectorConfig,
         metrics: TransportMetrics,
         tls: ReloadingContext | None = None,
+        tracing: Tracing = DISABLED,
     ) -> None:
         #: Client context of the link (mTLS) when the configuration asks for TLS.
         self.tls = tls
+        #: The process's tracing: ``connector.send``/``connector.deliver`` spans.
+        self.tracing = tracing
         self.config = config
         self.counters: BindingCounters = metrics.binding(config.identity.key)
         self._metrics = metrics
@@ -266,10 +270,19 @@ class HubLink:
         """Move ``Process`` messages from the hub (or, in P2P, from an upstream peer) into the
         inbox, converting ``DataPacket`` to the ``DataResponse`` layout as bytes; packets that
         break the contract are counted and skipped. Returns when the stream ends; what was
-        received and not yet in the inbox when this is cancelled is counted lost."""
+        received and not yet in the inbox when this is cancelled is counted lost.
+
+        With tracing on, a packet carrying a ``traceparent`` takes the general path, gets a
+        ``connector.deliver`` span and goes on with its ``traceparent`` rewritten to it."""
+        tracing = self.tracing
+        trace_keys = tracing.scan_keys
+        span_attributes = {
+            "step": self.config.identity.step,
+            "storyrun": self.config.identity.storyrun,
+        }
 
         def convert(raw: bytes) -> bytes | None:
-            kind, start, end, _, _ = scan_process(raw, _ANY_SIZE, ())
+            kind, start, end, _, _ = scan_process(raw, _ANY_SIZE, trace_keys)
             if kind == NO_PACKET:
                 return None
             if kind != SLOW:  # valid, checked in one pass: only the tags change
@@ -297,6 +310,14 @@ class HubLink:
             if is_heartbeat(packet, PacketLayout.DATA_PACKET):
                 counters.heartbeats_in += 1
             else:
+                if trace_keys:
+                    response = traced_packet(
+                        tracing,
+                        "connector.deliver",
+                        response,
+                        PacketLayout.DATA_REQUEST,
+                        span_attributes,
+                    )
                 counters.packets_in += 1
                 counters.bytes_in += len(response)
             return response

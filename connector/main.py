@@ -29,6 +29,7 @@ from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.status import StatusCode
 from bobravoz.runtime.supervisor import Restart, open_supervisor
 from bobravoz.runtime.tls import ReloadingContext
+from bobravoz.runtime.tracing import DISABLED, Tracing, configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,11 @@ async def run_connector(
     metrics: TransportMetrics,
     registry: CollectorRegistry,
     *,
+    tracing: Tracing = DISABLED,
     task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED,
 ) -> str | None:
-    """Serve the local engram and keep the hub link until cancelled.
+    """Serve the local engram and keep the hub link until cancelled (packets carrying a
+    trace context get ``connector.send``/``connector.deliver`` spans from ``tracing``).
 
     ``task_status.started`` receives the bound addresses (``listen``, ``metrics``). Returns the
     reason when the hub link failed for good (the caller exits non-zero), else runs forever.
@@ -49,7 +52,7 @@ async def run_connector(
     async with open_supervisor(
         "connector", on_failure=metrics.failure_hook("connector")
     ) as supervisor:
-        link = HubLink(config, metrics, client_tls)
+        link = HubLink(config, metrics, client_tls, tracing)
         service = ConnectorService(link, metrics, supervisor)
         server = await supervisor.start_child_ready(
             "local-server",
@@ -151,9 +154,13 @@ async def _report_status(link: HubLink, reporter: StatusReporter, interval: floa
 def main(environ: Mapping[str, str] | None = None) -> int:
     """Entry point: configure from the environment, print a readiness line, run."""
     configure_logging("connector")
+    env = os.environ if environ is None else environ
     try:
-        config = load_config(os.environ if environ is None else environ)
+        config = load_config(env)
         tls_contexts(config)  # unloadable files are a start-up error, not a retry loop
+        tracing = configure_tracing(
+            "bobravoz-connector", env, resource_attributes={"bobravoz.step": config.identity.step}
+        )
     except ConfigError as error:
         print(f"bobravoz connector: {error}", file=sys.stderr)
         return 2
@@ -167,7 +174,9 @@ def main(environ: Mapping[str, str] | None = None) -> int:
 
             async def serve(task_status: trio.TaskStatus[dict[str, str]]) -> None:
                 outcome.append(
-                    await run_connector(config, metrics, registry, task_status=task_status)
+                    await run_connector(
+                        config, metrics, registry, tracing=tracing, task_status=task_status
+                    )
                 )
                 nursery.cancel_scope.cancel()
 
@@ -179,6 +188,8 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         trio.run(run)
     except KeyboardInterrupt:
         return 130
+    finally:
+        tracing.shutdown()  # spans still queued are exported before the process exits
     if outcome and outcome[0] is not None:
         print(f"bobravoz connector: {outcome[0]}", file=sys.stderr)
         return 3

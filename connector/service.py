@@ -60,6 +60,7 @@ from bobravoz.runtime.pump import (
 )
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.supervisor import Restart, Supervisor
+from bobravoz.runtime.tracing import traced_packet
 
 log = logging.getLogger(__name__)
 
@@ -312,12 +313,18 @@ class ConnectorService:
     async def _take_from_engram(self, stream: ServerStream) -> None:
         counters = self.link.counters
         broadcast = self.broadcast_error
+        # With tracing on, packets carrying a traceparent take the general path below, which
+        # records their `connector.send` span and rewrites the traceparent to it.
+        tracing = self.link.tracing
+        trace_keys = tracing.scan_keys
+        identity = self.link.config.identity
+        span_attributes = {"step": identity.step, "storyrun": identity.storyrun}
 
         def accept_packet(raw: bytes) -> bytes | None:
             negotiated = self.negotiated
             if negotiated is not None and negotiated.binary is None:
                 negotiated.observe(raw, PacketLayout.DATA_REQUEST)
-            kind, _, _ = scan_packet(raw, 0, len(raw), DATA_REQUEST_LAYOUT, ())
+            kind, _, _ = scan_packet(raw, 0, len(raw), DATA_REQUEST_LAYOUT, trace_keys)
             if kind != SLOW:  # valid, checked in one pass: only the tags change
                 return retag(raw, 0, len(raw), _TO_PACKET)
             violation = validate_packet(raw, PacketLayout.DATA_REQUEST)
@@ -330,10 +337,15 @@ class ConnectorService:
                 )
                 return None
             try:
-                return convert_layout(raw, PacketLayout.DATA_REQUEST, PacketLayout.DATA_PACKET)
+                packet = convert_layout(raw, PacketLayout.DATA_REQUEST, PacketLayout.DATA_PACKET)
             except WireFormatError:
                 counters.rejected["malformed"] += 1
                 return None
+            if trace_keys:
+                packet = traced_packet(
+                    tracing, "connector.send", packet, PacketLayout.DATA_PACKET, span_attributes
+                )
+            return packet
 
         try:
             await stream_to_channel(stream, self.link.outbox, accept_packet, ResumePoint())

@@ -16,6 +16,7 @@ outbox outlive any one connection.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 
@@ -48,8 +49,19 @@ from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.status import RemoteStatusError
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, open_supervisor
 from bobravoz.runtime.tls import security_mode, server_auth_context
+from bobravoz.runtime.tracing import (
+    DISABLED,
+    TRACEPARENT_KEY,
+    Tracing,
+    configure_tracing,
+    inject_span,
+    start_hop,
+)
 from bobravoz.sdk.packet import Packet, decode_packet, encode_packet
 from bobravoz.sdk.report import report
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +142,10 @@ def load_settings(environ: Mapping[str, str]) -> EngramSettings:
 
 @final
 class StreamContext:
-    """What a handler is given: its inbound packets, :meth:`emit`, its config and identity."""
+    """What a handler is given: its inbound packets, :meth:`emit`, its config and identity.
+
+    With tracing on (``tracing``), :meth:`emit` records an ``sdk.emit`` span and
+    :meth:`packets` an ``sdk.handle`` span per packet (see each)."""
 
     def __init__(
         self,
@@ -141,6 +156,7 @@ class StreamContext:
         step: str = "",
         storyrun: str = "",
         namespace: str = "",
+        tracing: Tracing = DISABLED,
     ) -> None:
         self._inbox = inbox
         self._outbox = outbox
@@ -148,19 +164,62 @@ class StreamContext:
         self.step = step
         self.storyrun = storyrun
         self.namespace = namespace
+        self._tracing = tracing
+        self._span_attributes = {"step": step, "storyrun": storyrun}
+        #: The ``sdk.handle`` span of the packet the handler holds now (tracing on).
+        self._handling: Span | None = None
 
     async def packets(self) -> AsyncIterator[Packet]:
-        """Inbound data packets in arrival order, until the upstream ends (heartbeats skipped)."""
-        while True:
-            try:
-                packet = await self._inbox.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            yield packet
+        """Inbound data packets in arrival order, until the upstream ends (heartbeats skipped).
+
+        With tracing on, a packet carrying a sampled trace context gets an ``sdk.handle`` span
+        from when the handler takes it until it asks for the next one (or returns); its
+        metadata's ``traceparent`` is that span, and packets emitted meanwhile are its
+        children."""
+        try:
+            while True:
+                self._end_handling()
+                try:
+                    packet = await self._inbox.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+                if self._tracing.enabled:
+                    self._handling = start_hop(
+                        self._tracing, "sdk.handle", packet.metadata, self._span_attributes
+                    )
+                yield packet
+        finally:
+            self._end_handling()
+
+    def _end_handling(self) -> None:
+        span, self._handling = self._handling, None
+        if span is not None:
+            span.end()
 
     async def emit(self, packet: Packet) -> None:
-        """Send ``packet`` downstream; waits while the outgoing buffer is full (backpressure)."""
-        await self._outbox.send(packet)
+        """Send ``packet`` downstream; waits while the outgoing buffer is full (backpressure).
+
+        With tracing on, an ``sdk.emit`` span covers the hand-over: the child of the trace
+        context in the packet's metadata, else of the packet being handled (``sdk.handle``),
+        else the root of a new trace (sampled by ``observability.tracing``). What is sent is
+        a copy of ``packet`` whose metadata carries the span's ``traceparent``; ``packet``
+        itself is not changed."""
+        tracing = self._tracing
+        if not tracing.enabled:
+            await self._outbox.send(packet)
+            return
+        metadata = dict(packet.metadata)
+        handling = self._handling
+        if handling is not None and TRACEPARENT_KEY not in metadata:
+            inject_span(tracing, handling, metadata)
+        span = start_hop(tracing, "sdk.emit", metadata, self._span_attributes, root=True)
+        if span is None:
+            await self._outbox.send(packet)
+            return
+        try:
+            await self._outbox.send(dataclasses.replace(packet, metadata=metadata))
+        finally:
+            span.end()
 
 
 #: The one function an engram author writes.
@@ -171,8 +230,9 @@ Handler = Callable[[StreamContext], Awaitable[None]]
 class _Session:
     """State shared by the connection attempts of one engram run."""
 
-    def __init__(self, settings: EngramSettings) -> None:
+    def __init__(self, settings: EngramSettings, tracing: Tracing = DISABLED) -> None:
         self.settings = settings
+        self.tracing = tracing
         self.inbox_send, self.inbox_receive = trio.open_memory_channel[Packet](
             settings.channel_buffer
         )
@@ -197,6 +257,7 @@ class _Session:
             step=settings.step,
             storyrun=settings.storyrun,
             namespace=settings.namespace,
+            tracing=self.tracing,
         )
 
 
@@ -400,20 +461,26 @@ async def _connect_forever(session: _Session) -> None:
         backoff = min(backoff * 2, settings.reconnect_max)
 
 
-async def serve_engram(handler: Handler, settings: EngramSettings) -> None:
+async def serve_engram(
+    handler: Handler, settings: EngramSettings, *, tracing: Tracing = DISABLED
+) -> None:
     """Run ``handler`` against the connector until it returns and its output is sent.
 
     Raises EngramError when the engram cannot run (fatal refusal, retries exhausted) and
-    SupervisorEscalation when the handler keeps failing past its restart budget.
+    SupervisorEscalation when the handler keeps failing past its restart budget. ``tracing``
+    gives the handler's packets their ``sdk.emit``/``sdk.handle`` spans.
     """
-    session = _Session(settings)
+    session = _Session(settings, tracing)
     context = session.context()
 
     async def run_handler() -> None:
         # The handler starts once the transport can carry what it emits: a source's first
         # packets do not wait (and age) in the SDK while the process connects.
         await session.ready.wait()
-        await handler(context)
+        try:
+            await handler(context)
+        finally:
+            context._end_handling()  # noqa: SLF001 - the span of the last packet it took
         session.outbox_send.close()
 
     async with open_supervisor("engram", settings.restart) as supervisor:
@@ -429,8 +496,12 @@ def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> in
     runtime failures (each explained on stderr).
     """
     configure_logging("engram")
+    env = os.environ if environ is None else environ
     try:
-        settings = load_settings(os.environ if environ is None else environ)
+        settings = load_settings(env)
+        tracing = configure_tracing(
+            "bobravoz-engram", env, resource_attributes={"bobravoz.step": settings.step}
+        )
     except ConfigError as error:
         print(f"engram: {error}", file=sys.stderr)
         return 2
@@ -438,7 +509,7 @@ def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> in
     async def main() -> None:
         async with open_grpc_loop(), trio.open_nursery() as nursery:
             await nursery.start(cancel_on_signals, nursery.cancel_scope)
-            await serve_engram(handler, settings)
+            await serve_engram(handler, settings, tracing=tracing)
             nursery.cancel_scope.cancel()
 
     try:
@@ -448,4 +519,6 @@ def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> in
     except (EngramError, SupervisorEscalation) as error:
         print(f"engram {settings.step}: {error}", file=sys.stderr)
         return 1
+    finally:
+        tracing.shutdown()  # spans still queued are exported before the process exits
     return 0

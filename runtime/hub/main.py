@@ -25,6 +25,7 @@ from bobravoz.runtime.shutdown import set_on_signals
 from bobravoz.runtime.story import StoryError, load_story
 from bobravoz.runtime.tls import ReloadingContext, hub_server_files, security_mode
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
+from bobravoz.runtime.tracing import configure_tracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,8 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
         settings = hub_settings(environ)
         tls = hub_tls(environ, options.listen)
         topology = load_topology(options.story)
+        # The hub's per-packet `hub.route` span (runtime/tracing.py hub_span) uses this.
+        tracing = configure_tracing("bobravoz-hub", environ)
     except (ConfigError, StoryError, TopologyError) as error:
         print(f"bobravoz hub: {error}", file=sys.stderr)
         return 2
@@ -198,4 +201,6 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
         trio.run(main)
     except KeyboardInterrupt:
         return 130
+    finally:
+        tracing.shutdown()  # spans still queued are exported before the process exits
     return 0

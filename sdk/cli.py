@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mTLS on every network hop, with an ephemeral CA and per-process certificates",
     )
+    up.add_argument(
+        "--trace",
+        action="store_true",
+        help="collect every process's spans (OTLP on loopback) and print the slowest "
+        "packet's trace as a waterfall",
+    )
     return parser
 
 
@@ -176,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             storyrun=args.storyrun,
             live=not args.quiet,
             tls=args.tls,
+            trace=args.trace,
         )
     )
 

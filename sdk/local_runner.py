@@ -8,6 +8,9 @@ losses the transport itself counted, by reason), packets/s and end-to-end latenc
 status 1 when any packet was lost that no declared policy dropped, or a process failed.
 Ctrl-C (or any failure of the runner) stops every child: SIGTERM, then SIGKILL after a grace
 period.
+
+With ``--trace`` the runner also receives every process's spans (OTLP/HTTP on loopback,
+:mod:`bobravoz.sdk.trace_view`) and prints the slowest packet's trace as a waterfall.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from bobravoz.runtime.groups import lone_exception
 from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.story import Story, StoryError, load_story
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
+from bobravoz.runtime.tracing import TRACING_SETTINGS_ENV
 from bobravoz.sdk.accounting import Accounting, TransportLoss, transport_loss_from_text
 from bobravoz.sdk.local_pki import LocalPki
+from bobravoz.sdk.trace_view import TraceReceiver, render_waterfall, slowest_trace
 
 READY_TIMEOUT: Final = 20.0
 STOP_GRACE: Final = 3.0
@@ -53,6 +58,8 @@ class UpOptions:
     live: bool = True
     #: Run every network hop (connector <-> hub) over mTLS with an ephemeral CA.
     tls: bool = False
+    #: Collect every process's spans and print the slowest packet's trace.
+    trace: bool = False
 
 
 @final
@@ -106,6 +113,8 @@ class Runner:
         self.story = story
         self.topology = topology
         self.children: list[Child] = []
+        #: Environment given to every child (tracing's exporter settings with ``--trace``).
+        self.extra_env: dict[str, str] = {}
         self.engrams_dir = options.engrams_dir or options.story.resolve().parent.parent / "engrams"
 
     async def start(
@@ -122,7 +131,7 @@ class Runner:
         quiet = {"BOBRAVOZ_LOG_LEVEL": os.environ.get("BOBRAVOZ_LOG_LEVEL", "WARNING")}
         process = await trio.lowlevel.open_process(
             argv,
-            env={**os.environ, **quiet, **env},
+            env={**os.environ, **quiet, **self.extra_env, **env},
             stdout=-1,  # subprocess.PIPE
             stdin=-3,  # subprocess.DEVNULL
             start_new_session=True,
@@ -200,6 +209,8 @@ class Summary:
     interrupted: bool = False
     #: What the hub and each connector reported serving and dialling (``mtls``/``plaintext``).
     security: dict[str, str] = field(default_factory=dict)
+    #: With ``--trace``: the slowest packet's trace, rendered as a waterfall.
+    waterfall: str = ""
 
     @property
     def accounting(self) -> Accounting:
@@ -335,8 +346,58 @@ def _tls_env(
     return hub_env, connector_env
 
 
+def _tracing_env(topology: Topology, step_id: str) -> dict[str, str]:
+    """``BOBRAVOZ_TRACING`` for a step: the ``observability.tracing`` settings of its
+    transport's merged streaming settings (those of its outgoing edges, else of its incoming
+    ones); nothing when the Story sets none."""
+    for edge in topology.downstream_of(step_id) or topology.upstream_of(step_id):
+        observability = edge.settings.observability
+        if observability is not None and observability.tracing is not None:
+            return {TRACING_SETTINGS_ENV: json.dumps(observability.tracing)}
+    return {}
+
+
+def trace_export_env(endpoint: str) -> dict[str, str]:
+    """What every child gets with ``--trace``: OTLP/HTTP export to ``endpoint`` every 200 ms
+    (the user's own service name and traces endpoint blanked out)."""
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_SERVICE_NAME": "",
+    }
+
+
 async def _run(options: UpOptions, story: Story, topology: Topology, summary: Summary) -> None:
+    if not options.trace:
+        await _run_story(options, story, topology, summary, {})
+        return
+    # The receiver outlives every child: each exports what it still holds as it exits.
+    receiver = TraceReceiver()
+    async with trio.open_nursery() as nursery:
+        endpoint = await nursery.start(receiver.serve)
+        await _run_story(options, story, topology, summary, trace_export_env(endpoint))
+        nursery.cancel_scope.cancel()
+    slowest = slowest_trace(receiver.spans)
+    summary.waterfall = (
+        f"== slowest packet's trace (of {len(receiver.traces())} traces) ==\n"
+        + render_waterfall(slowest)
+        if slowest
+        else "== no spans were received (is tracing sampled out?) =="
+    )
+
+
+async def _run_story(
+    options: UpOptions,
+    story: Story,
+    topology: Topology,
+    summary: Summary,
+    extra_env: Mapping[str, str],
+) -> None:
     runner = Runner(options, story, topology)
+    runner.extra_env.update(extra_env)
     namespace = topology.namespace
     storyrun = options.storyrun
     started = time.monotonic()
@@ -373,6 +434,7 @@ async def _run(options: UpOptions, story: Story, topology: Topology, summary: Su
                         "BUBU_STORYRUN_ID": storyrun,
                         "BUBU_POD_NAMESPACE": namespace,
                         "BUBU_STEP_NAME": node.id,
+                        **_tracing_env(topology, node.id),
                     }
                     connector = await runner.start(
                         nursery,
@@ -483,4 +545,6 @@ def run_up(options: UpOptions) -> int:
         print(f"bobravoz up: {cause}", file=sys.stderr)
         return 1
     print(summary.render())
+    if summary.waterfall:
+        print(summary.waterfall)
     return summary.exit_status

@@ -499,8 +499,11 @@ def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> in
     env = os.environ if environ is None else environ
     try:
         settings = load_settings(env)
+        # service.name: OTEL_SERVICE_NAME, else one per step (each engram is its own service).
         tracing = configure_tracing(
-            "bobravoz-engram", env, resource_attributes={"bobravoz.step": settings.step}
+            f"bobravoz-engram-{settings.step}" if settings.step else "bobravoz-engram",
+            env,
+            resource_attributes={"bobravoz.step": settings.step},
         )
     except ConfigError as error:
         print(f"engram: {error}", file=sys.stderr)

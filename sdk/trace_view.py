@@ -325,9 +325,17 @@ def _in_tree_order(spans: Sequence[ReceivedSpan]) -> list[tuple[int, ReceivedSpa
     return ordered
 
 
+def _process(span: ReceivedSpan) -> str:
+    """``service[step]``, or just the service when it already names the step."""
+    if span.step and not span.service.endswith(span.step):
+        return f"{span.service}[{span.step}]"
+    return span.service
+
+
 def render_waterfall(spans: Sequence[ReceivedSpan], width: int = 40) -> str:
     """One trace as text: a header line, then one line per span in tree order (name indented
-    by depth, the process as ``service[step]``, a bar of ``#`` placed and scaled on the
+    by depth, the process as ``service[step]`` (the step left out when the service name ends
+    with it), a bar of ``#`` placed and scaled on the
     trace's duration over ``width`` columns, and the span's duration in ms)."""
     if not spans:
         return "(no spans)"
@@ -335,7 +343,7 @@ def render_waterfall(spans: Sequence[ReceivedSpan], width: int = 40) -> str:
     total = max(trace_duration_ns(spans), 1)
     rows = _in_tree_order(spans)
     labels = ["  " * depth + span.name for depth, span in rows]
-    processes = [f"{span.service}[{span.step}]" if span.step else span.service for _, span in rows]
+    processes = [_process(span) for _, span in rows]
     label_width = max(len(label) for label in labels)
     process_width = max(len(process) for process in processes)
     services = len({(span.service, span.step) for span in spans})

@@ -7,13 +7,21 @@ The metric contract of hubs and connectors:
 - ``bobravoz_packets_lost_total{reason}`` counts every other packet the transport knows it
   could not deliver (``oversize``, ``stream_broken``, ``link_broken``, ``shutdown``, ...);
 - ``bobravoz_packets_rejected_total{reason}`` counts packets refused at the boundary for
-  breaking the wire contract (reported to their sender: not loss).
+  breaking the wire contract (reported to their sender: not loss);
+- ``bobravoz_packets_filtered_total{step,reason}`` counts packets a Story primitive decided not
+  to deliver to a step (``if_false``, ``rule_denied``, ``not_allowed``, ``stop``,
+  ``cancelled``, ``joined``): the Story's own choice, not loss.
 
 Older processes count some losses (``stream_broken``, ``oversize``, ...) in the dropped family
 and expose no lost family at all. So a dropped sample counts as a declared drop only when its
 reason is a policy's; any other reason is loss, and a missing family is zero. Both
 ``bobravoz up`` and ``make loadtest`` account with this module, so neither can mistake loss
 for policy.
+
+A Story with primitives (``if``, ``runtime``, routing rules, fan-in, ``sleep``/``stop`` steps,
+``spec.concurrency``) decides per packet what reaches which step, so "every packet sent, once
+per path to a sink" is no longer what should arrive: :func:`story_has_primitives` tells such a
+Story apart, and its verdict is the transport's own count (:func:`story_lines`).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Final, final
 from prometheus_client.parser import text_string_to_metric_families
 
 from bobravoz.runtime.channel import POLICY_REASONS
+from bobravoz.runtime.story import Story
 
 #: One sample of an exposition: (sample name, labels, value).
 Sample = tuple[str, Mapping[str, str], float]
@@ -33,6 +42,7 @@ Sample = tuple[str, Mapping[str, str], float]
 DROPPED_SAMPLE: Final = "bobravoz_packets_dropped_total"
 LOST_SAMPLE: Final = "bobravoz_packets_lost_total"
 REJECTED_SAMPLE: Final = "bobravoz_packets_rejected_total"
+FILTERED_SAMPLE: Final = "bobravoz_packets_filtered_total"
 #: The reasons a declared drop policy drops for; every other reason is loss.
 DECLARED_DROP_REASONS: Final = POLICY_REASONS
 
@@ -48,6 +58,8 @@ class TransportLoss:
     lost: collections.Counter[str] = field(default_factory=collections.Counter)
     #: Refused at the boundary for breaking the wire contract (the sender was told).
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: Not delivered to a step because a Story primitive said so (by reason): not loss.
+    filtered: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def declared_drops(self) -> int:
@@ -64,11 +76,17 @@ class TransportLoss:
         """Packets rejected for breaking the wire contract."""
         return sum(self.rejected.values())
 
+    @property
+    def filtered_total(self) -> int:
+        """Packets a Story primitive decided not to deliver."""
+        return sum(self.filtered.values())
+
     def add(self, other: TransportLoss) -> None:
         """Add ``other``'s counts (another process's scrape) to these."""
         self.dropped.update(other.dropped)
         self.lost.update(other.lost)
         self.rejected.update(other.rejected)
+        self.filtered.update(other.filtered)
 
 
 def transport_loss(samples: Iterable[Sample]) -> TransportLoss:
@@ -83,6 +101,8 @@ def transport_loss(samples: Iterable[Sample]) -> TransportLoss:
             found.lost[reason] += count
         elif name == REJECTED_SAMPLE:
             found.rejected[reason] += count
+        elif name == FILTERED_SAMPLE:
+            found.filtered[reason] += count
     return found
 
 
@@ -146,4 +166,57 @@ class Accounting:
                 f"  counted by the transport: {self.loss.lost_counted} "
                 f"({format_reasons(self.loss.lost)})"
             )
+        if self.loss.filtered_total:
+            lines.insert(0, filtered_line(self.loss, width))
         return lines
+
+
+def filtered_line(loss: TransportLoss, width: int = 0) -> str:
+    """``filtered N by the Story (reason=count, ...)``, the label padded to ``width``."""
+    reasons = format_reasons(loss.filtered)
+    return f"{'filtered':<{width}} {loss.filtered_total} by the Story" + (
+        f" ({reasons})" if reasons else ""
+    )
+
+
+def story_lines(loss: TransportLoss, width: int = 0) -> list[str]:
+    """Summary lines for a Story with primitives, labels padded to ``width``: what the Story
+    filtered, declared drops, rejections, and the loss, which is what the transport counted
+    in the lost family (no expected count exists to subtract from)."""
+    lines = [
+        filtered_line(loss, width),
+        f"{'dropped':<{width}} {loss.declared_drops} (by declared policy)",
+        f"{'rejected':<{width}} {loss.rejected_total} (broke the wire contract)",
+        f"{'lost':<{width}} {loss.lost_counted} (counted by the transport)",
+    ]
+    if loss.lost_counted:
+        lines.append(f"  by reason: {format_reasons(loss.lost)}")
+    return lines
+
+
+#: Step ``type``s that change what reaches a step (``condition`` and ``parallel`` pass
+#: packets through unchanged: a path through them is counted like any other).
+PRIMITIVE_STEP_TYPES: Final = frozenset({"sleep", "stop", "executeStory"})
+
+
+def story_has_primitives(story: Story) -> bool:
+    """Whether the hub decides per packet what reaches which step: a step with ``if`` or
+    ``runtime`` or a primitive ``type``, a transport with routing rules or ``fanIn``, or a
+    ``spec.concurrency`` other than parallel."""
+    for step in story.spec.steps:
+        if (step.if_ or "").strip() or step.runtime not in (None, "", {}, []):
+            return True
+        if step.type in PRIMITIVE_STEP_TYPES:
+            return True
+    for transport in story.spec.transports:
+        streaming = transport.streaming
+        if streaming is None:
+            continue
+        if streaming.fan_in is not None or (streaming.routing and streaming.routing.rules):
+            return True
+    concurrency = getattr(story.spec, "concurrency", None)
+    if isinstance(concurrency, Mapping):
+        mode = concurrency.get("mode")
+    else:
+        mode = getattr(concurrency, "mode", None)
+    return mode not in (None, "", "parallel")

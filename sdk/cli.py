@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import socket
 import sys
@@ -23,6 +24,16 @@ def _endpoint(text: str) -> object:
         return parse_endpoint(text, allow_port_zero=True)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _json_object(text: str) -> str:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--engrams-dir", default=None, help="where <engram>.py programs live")
     up.add_argument("--storyrun", default="local", help="StoryRun name to use")
     up.add_argument("--quiet", action="store_true", help="no live progress line")
+    up.add_argument(
+        "--inputs",
+        type=_json_object,
+        default=None,
+        help="the StoryRun's inputs, a JSON object (templates read them as inputs.*)",
+    )
     up.add_argument(
         "--tls",
         action="store_true",
@@ -182,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             storyrun=args.storyrun,
             live=not args.quiet,
             tls=args.tls,
+            inputs=args.inputs,
             trace=args.trace,
         )
     )

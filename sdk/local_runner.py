@@ -6,6 +6,11 @@ cluster would give them, shows live progress, and ends with a summary: sent, del
 dropped by declared policy, rejected, lost (expected - delivered - declared drops, with the
 losses the transport itself counted, by reason), packets/s and end-to-end latency. Exit
 status 1 when any packet was lost that no declared policy dropped, or a process failed.
+For a Story whose primitives decide what reaches which step (``if``, ``runtime``, routing
+rules, fan-in, ``sleep``/``stop``, ``spec.concurrency``) there is no expected count: the
+summary shows what the Story filtered, by reason, and the verdict is the transport's own
+count of lost packets (and every engram finished); each engram's summary is shown too.
+``--inputs JSON`` gives the StoryRun its inputs (the hub reads ``BOBRAVOZ_STORYRUN_INPUTS``).
 Ctrl-C (or any failure of the runner) stops every child: SIGTERM, then SIGKILL after a grace
 period.
 
@@ -36,7 +41,13 @@ from bobravoz.runtime.shutdown import cancel_on_signals
 from bobravoz.runtime.story import Story, StoryError, load_story
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
 from bobravoz.runtime.tracing import TRACING_SETTINGS_ENV
-from bobravoz.sdk.accounting import Accounting, TransportLoss, transport_loss_from_text
+from bobravoz.sdk.accounting import (
+    Accounting,
+    TransportLoss,
+    story_has_primitives,
+    story_lines,
+    transport_loss_from_text,
+)
 from bobravoz.sdk.local_pki import LocalPki
 from bobravoz.sdk.trace_view import TraceReceiver, render_waterfall, slowest_trace
 
@@ -58,6 +69,8 @@ class UpOptions:
     live: bool = True
     #: Run every network hop (connector <-> hub) over mTLS with an ephemeral CA.
     tls: bool = False
+    #: The StoryRun's inputs (a JSON object's text), for the hub's ``inputs.*`` templates.
+    inputs: str | None = None
     #: Collect every process's spans and print the slowest packet's trace.
     trace: bool = False
 
@@ -209,6 +222,11 @@ class Summary:
     interrupted: bool = False
     #: What the hub and each connector reported serving and dialling (``mtls``/``plaintext``).
     security: dict[str, str] = field(default_factory=dict)
+    #: The Story's primitives decide what reaches which step: the verdict is the transport's
+    #: own count (filtered by the Story is not loss; no expected count exists).
+    story_accounting: bool = False
+    #: Each engram step's last report (its summary when it finished), in Story order.
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: With ``--trace``: the slowest packet's trace, rendered as a waterfall.
     waterfall: str = ""
 
@@ -230,7 +248,10 @@ class Summary:
     @property
     def lost(self) -> int:
         """Packets neither delivered nor dropped by a declared policy (expected - delivered -
-        declared drops); what the transport counted as lost is never subtracted."""
+        declared drops); what the transport counted as lost is never subtracted. For a Story
+        with primitives: what the transport counted as lost."""
+        if self.story_accounting:
+            return self.loss.lost_counted
         return self.accounting.lost
 
     @property
@@ -268,19 +289,62 @@ class Summary:
         lines = [
             "== bobravoz up: summary ==",
             f"sent       {self.sent}",
-            f"delivered  {self.delivered} (expected {self.expected})",
-            *self.accounting.lines(width=10),
+            *self._count_lines(),
             f"reordered  {self.out_of_order}",
             f"rate       {rate:.0f} packets/s delivered over {span:.1f}s of streaming "
             f"({self.elapsed:.1f}s in all)",
             f"latency    p50 {p50:.2f} ms, p99 {p99:.2f} ms (end to end)",
             f"security   {self.describe_security()}",
         ]
+        if self.story_accounting:
+            lines.extend(
+                f"step       {name}: {describe_report(r)}" for name, r in self.steps.items()
+            )
         if self.failed:
             lines.append(f"failed     {', '.join(self.failed)}")
         if self.interrupted:
             lines.append("interrupted: every process was stopped; counts are partial")
         return "\n".join(lines)
+
+    def _count_lines(self) -> list[str]:
+        if self.story_accounting:
+            return [
+                f"delivered  {self.delivered} at the sinks (the Story decides what reaches them)",
+                *story_lines(self.loss, width=10),
+            ]
+        return [
+            f"delivered  {self.delivered} (expected {self.expected})",
+            *self.accounting.lines(width=10),
+        ]
+
+
+#: Report fields that are not worth repeating in the summary's step lines.
+_UNDESCRIBED = frozenset({"event", "step", "role", "seconds", "latencies_ms", "sequences"})
+
+
+def describe_report(report: Mapping[str, Any]) -> str:
+    """An engram's report as ``key=value`` pairs: numbers, text, short lists of text and small
+    maps (``texts=["Hello!", ...]``); long or numeric lists are left out."""
+    parts = []
+    for key, value in report.items():
+        if key in _UNDESCRIBED:
+            continue
+        if isinstance(value, list):
+            if not value or len(value) > 8 or not all(isinstance(v, str) for v in value):
+                continue
+        elif isinstance(value, dict):
+            if len(value) > 8:
+                continue
+        elif not isinstance(value, str | int | float | bool):
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        parts.append(f"{key}={value if number else json.dumps(value, ensure_ascii=False)}")
+    return " ".join(parts)
+
+
+def _inputs_env(options: UpOptions) -> dict[str, str]:
+    """``BOBRAVOZ_STORYRUN_INPUTS`` for the hub when ``--inputs`` was given."""
+    return {"BOBRAVOZ_STORYRUN_INPUTS": options.inputs} if options.inputs is not None else {}
 
 
 def _expected_per_sink(topology: Topology, sent: Mapping[str, int]) -> dict[str, int]:
@@ -421,7 +485,7 @@ async def _run_story(
                         "--metrics",
                         "127.0.0.1:0",
                     ],
-                    hub_env,
+                    {**hub_env, **_inputs_env(options)},
                     wait_ready=True,
                 )
                 hub_address = hub.last["listen"]
@@ -522,6 +586,11 @@ async def _run_story(
             summary.failed.append(f"{child.name} (did not finish)")
     summary.sent = sum(sent.values())
     summary.expected = sum(_expected_per_sink(topology, sent).values())
+    summary.story_accounting = story_has_primitives(story)
+    reports = {child.name: child.last for child in runner.children if child.role == "engram"}
+    summary.steps = {
+        node.id: reports[node.id] for node in topology.streaming_steps() if node.id in reports
+    }
 
 
 def run_up(options: UpOptions) -> int:

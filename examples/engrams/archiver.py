@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,19 +64,20 @@ async def handle(stream: StreamContext) -> None:
     latencies_ms: list[float] = []
     finished = 0
     first_at = last_at = 0.0
-    async for packet in stream.packets():
-        if packet.metadata.get(EOS_KEY) == "true":
-            finished += 1
-            if finished >= sources:
-                break
-            continue
-        archive.file(packet)
-        sent = packet.metadata.get(SENT_KEY)
-        if sent:
-            latencies_ms.append(time.time_ns() / 1e6 - float(sent))
-        last_at = time.monotonic()
-        first_at = first_at or last_at
-        report("progress", step=stream.step, role="sink", received=archive.records)
+    async with aclosing(stream.packets()) as packets:
+        async for packet in packets:
+            if packet.metadata.get(EOS_KEY) == "true":
+                finished += 1
+                if finished >= sources:
+                    break
+                continue
+            archive.file(packet)
+            sent = packet.metadata.get(SENT_KEY)
+            if sent:
+                latencies_ms.append(time.time_ns() / 1e6 - float(sent))
+            last_at = time.monotonic()
+            first_at = first_at or last_at
+            report("progress", step=stream.step, role="sink", received=archive.records)
     report(
         "summary",
         step=stream.step,

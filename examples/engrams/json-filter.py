@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Collection
+from contextlib import aclosing
 from typing import Any
 
 from bobravoz.sdk import Packet, StreamContext, report, run_engram
@@ -25,16 +26,17 @@ async def handle(stream: StreamContext) -> None:
     """Filter each payload's fields; forward the end marker and report."""
     keep = {str(name) for name in stream.config.get("keep", ["id", "text", "lang"])}
     passed = removed = 0
-    async for packet in stream.packets():
-        if packet.metadata.get(EOS_KEY) == "true":
-            await stream.emit(Packet(metadata=dict(packet.metadata)))
-            break
-        payload = packet.payload or {}
-        kept = project(payload, keep)
-        removed += len(payload) - len(kept)
-        await stream.emit(Packet(payload=kept, metadata=dict(packet.metadata)))
-        passed += 1
-        report("progress", step=stream.step, role="transform", forwarded=passed)
+    async with aclosing(stream.packets()) as packets:
+        async for packet in packets:
+            if packet.metadata.get(EOS_KEY) == "true":
+                await stream.emit(Packet(metadata=dict(packet.metadata)))
+                break
+            payload = packet.payload or {}
+            kept = project(payload, keep)
+            removed += len(payload) - len(kept)
+            await stream.emit(Packet(payload=kept, metadata=dict(packet.metadata)))
+            passed += 1
+            report("progress", step=stream.step, role="transform", forwarded=passed)
     report("summary", step=stream.step, role="transform", forwarded=passed, fields_removed=removed)
 
 

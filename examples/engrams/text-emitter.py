@@ -62,23 +62,22 @@ async def handle(stream: StreamContext) -> None:
     noisy_every = int(config.get("noisyEvery", 5))
     join_langs = [str(lang) for lang in config.get("joinLangs", ["en"])]
     origin = {SOURCE_KEY: stream.step}
-    start = time.monotonic()
+    start = trio.current_time()
     last_report = start
     by_lang: dict[str, int] = {}
     noisy = 0
     for number in range(1, count + 1):
-        delay = start + (number - 1) / rate - time.monotonic() if rate > 0 else 0.0
-        if delay > 0:
-            await trio.sleep(delay)
+        if rate > 0:
+            await trio.sleep_until(start + (number - 1) / rate)
         payload, metadata = item(number, langs, noisy_every, join_langs)
         metadata.update(origin)
         metadata[SENT_KEY] = f"{time.time_ns() / 1e6:.3f}"
         await stream.emit(Packet(payload=payload, metadata=metadata))
         by_lang[payload["lang"]] = by_lang.get(payload["lang"], 0) + 1
         noisy += metadata["noisy"] == "true"
-        if time.monotonic() - last_report >= 0.5:
+        if trio.current_time() - last_report >= 0.5:
             report("progress", step=stream.step, role="source", sent=number)
-            last_report = time.monotonic()
+            last_report = trio.current_time()
     await stream.emit(Packet(metadata={**origin, EOS_KEY: "true", "lang": "en", "noisy": "false"}))
     report(
         "summary",
@@ -88,7 +87,7 @@ async def handle(stream: StreamContext) -> None:
         emitted=count + 1,
         langs=by_lang,
         noisy=noisy,
-        seconds=round(time.monotonic() - start, 3),
+        seconds=round(trio.current_time() - start, 3),
     )
 
 

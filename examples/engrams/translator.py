@@ -10,6 +10,7 @@ keep them away). Forwards the ``bobravoz.example/eos`` marker and ends.
 from __future__ import annotations
 
 import sys
+from contextlib import aclosing
 from typing import Any
 
 from bobravoz.sdk import Packet, StreamContext, report, run_engram
@@ -49,18 +50,21 @@ async def handle(stream: StreamContext) -> None:
     """Translate each English item; forward the end marker and report."""
     to = str(stream.config.get("to", "fr"))
     done = not_english = 0
-    async for packet in stream.packets():
-        if packet.metadata.get(EOS_KEY) == "true":
-            await stream.emit(Packet(metadata=dict(packet.metadata)))
-            break
-        payload = packet.payload or {}
-        if payload.get("lang") != "en":
-            not_english += 1
-            await stream.emit(Packet(payload=payload, metadata=dict(packet.metadata)))
-            continue
-        await stream.emit(Packet(payload=translated(payload, to), metadata=dict(packet.metadata)))
-        done += 1
-        report("progress", step=stream.step, role="transform", forwarded=done)
+    async with aclosing(stream.packets()) as packets:
+        async for packet in packets:
+            if packet.metadata.get(EOS_KEY) == "true":
+                await stream.emit(Packet(metadata=dict(packet.metadata)))
+                break
+            payload = packet.payload or {}
+            if payload.get("lang") != "en":
+                not_english += 1
+                await stream.emit(Packet(payload=payload, metadata=dict(packet.metadata)))
+                continue
+            await stream.emit(
+                Packet(payload=translated(payload, to), metadata=dict(packet.metadata))
+            )
+            done += 1
+            report("progress", step=stream.step, role="transform", forwarded=done)
     report(
         "summary",
         step=stream.step,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import aclosing
 
 import trio
 
@@ -40,20 +41,21 @@ async def handle(stream: StreamContext) -> None:
     greeted = ungated = 0
     waited_ms = -1.0
     with trio.move_on_after(timeout):
-        async for packet in stream.packets():
-            if is_ready_hook(packet):
-                waited_ms = (time.monotonic() - started) * 1000
-                await stream.emit(
-                    Packet(
-                        payload={"text": greeting, "kind": "greeting"},
-                        metadata={**origin, "type": GREETING_TYPE},
+        async with aclosing(stream.packets()) as packets:
+            async for packet in packets:
+                if is_ready_hook(packet):
+                    waited_ms = (time.monotonic() - started) * 1000
+                    await stream.emit(
+                        Packet(
+                            payload={"text": greeting, "kind": "greeting"},
+                            metadata={**origin, "type": GREETING_TYPE},
+                        )
                     )
-                )
-                greeted = 1
-                break
-            if packet.metadata.get(EOS_KEY) == "true":
-                break
-            ungated += 1
+                    greeted = 1
+                    break
+                if packet.metadata.get(EOS_KEY) == "true":
+                    break
+                ungated += 1
     await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
     report(
         "summary",

@@ -128,16 +128,14 @@ async def handle(stream: StreamContext) -> None:
     limit_ms = float(config.get("seconds", 0)) * 1000 or math.inf
     voices = {name: tone_frequency(index) for index, name in enumerate(names)}
     origin = {SOURCE_KEY: stream.step}
-    start = time.monotonic()
+    start = trio.current_time()
     frames = markers = 0
     spoken: set[str] = set()
     last_report = start
     for due_ms, utterance, index in timeline_ms(plan):
         if due_ms >= limit_ms:
             break
-        delay = start + due_ms / 1000 - time.monotonic()
-        if delay > 0:
-            await trio.sleep(delay)
+        await trio.sleep_until(start + due_ms / 1000)
         metadata = {**origin, "participant": utterance.participant, "utterance": utterance.id}
         if index is None:
             await stream.emit(Packet(metadata={**metadata, "type": END_OF_UTTERANCE}))
@@ -153,9 +151,9 @@ async def handle(stream: StreamContext) -> None:
         await stream.emit(Packet(audio=audio, metadata=metadata))
         frames += 1
         spoken.add(utterance.id)
-        if time.monotonic() - last_report >= 0.5:
+        if trio.current_time() - last_report >= 0.5:
             report("progress", step=stream.step, role="source", sent=frames)
-            last_report = time.monotonic()
+            last_report = trio.current_time()
     await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
     report(
         "summary",
@@ -166,7 +164,7 @@ async def handle(stream: StreamContext) -> None:
         utterances=markers,
         barge_ins=sum(u.barge_in for u in plan if u.id in spoken),
         participants=len(names),
-        seconds=round(time.monotonic() - start, 3),
+        seconds=round(trio.current_time() - start, 3),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from bobravoz.sdk import Packet, StreamContext, report, run_engram
@@ -69,22 +70,23 @@ async def handle(stream: StreamContext) -> None:
     finished = 0
     first_at = last_at = 0.0
     last_report = time.monotonic()
-    async for packet in stream.packets():
-        if packet.metadata.get(EOS_KEY) == "true":
-            finished += 1
-            if finished >= sources:
-                break
-            continue
-        if packet.audio is None:
-            continue
-        player.play(packet)
-        if packet.audio.timestamp_ms:
-            latencies_ms.append(time.time_ns() / 1e6 - packet.audio.timestamp_ms)
-        last_at = time.monotonic()
-        first_at = first_at or last_at
-        if last_at - last_report >= 0.5:
-            report("progress", step=stream.step, role="sink", received=player.frames)
-            last_report = last_at
+    async with aclosing(stream.packets()) as packets:
+        async for packet in packets:
+            if packet.metadata.get(EOS_KEY) == "true":
+                finished += 1
+                if finished >= sources:
+                    break
+                continue
+            if packet.audio is None:
+                continue
+            player.play(packet)
+            if packet.audio.timestamp_ms:
+                latencies_ms.append(time.time_ns() / 1e6 - packet.audio.timestamp_ms)
+            last_at = time.monotonic()
+            first_at = first_at or last_at
+            if last_at - last_report >= 0.5:
+                report("progress", step=stream.step, role="sink", received=player.frames)
+                last_report = last_at
     report(
         "summary",
         step=stream.step,

@@ -13,6 +13,7 @@ not the packet's own transcript: ``steps.transcribe`` had moved on). It forwards
 from __future__ import annotations
 
 import sys
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,32 +58,33 @@ async def handle(stream: StreamContext) -> None:
     reply_format = str(stream.config.get("replyFormat", DEFAULT_FORMAT))
     origin = {SOURCE_KEY: stream.step}
     replies = inputs_missing = mismatched = 0
-    async for packet in stream.packets():
-        if packet.metadata.get(EOS_KEY) == "true":
-            break
-        if packet.payload is None:
-            continue
-        prompt = prompt_of(packet)
-        inputs_missing += not prompt.from_inputs
-        mismatched += not prompt.matches_packet
-        utterance = packet.metadata.get("utterance", "")
-        await stream.emit(
-            Packet(
-                payload={
-                    "text": reply_text(prompt, reply_format),
-                    "participant": prompt.speaker,
-                    "inReplyTo": utterance,
-                },
-                metadata={
-                    **origin,
-                    "participant": prompt.speaker,
-                    "type": REPLY_TYPE,
-                    "utterance": utterance,
-                },
+    async with aclosing(stream.packets()) as packets:
+        async for packet in packets:
+            if packet.metadata.get(EOS_KEY) == "true":
+                break
+            if packet.payload is None:
+                continue
+            prompt = prompt_of(packet)
+            inputs_missing += not prompt.from_inputs
+            mismatched += not prompt.matches_packet
+            utterance = packet.metadata.get("utterance", "")
+            await stream.emit(
+                Packet(
+                    payload={
+                        "text": reply_text(prompt, reply_format),
+                        "participant": prompt.speaker,
+                        "inReplyTo": utterance,
+                    },
+                    metadata={
+                        **origin,
+                        "participant": prompt.speaker,
+                        "type": REPLY_TYPE,
+                        "utterance": utterance,
+                    },
+                )
             )
-        )
-        replies += 1
-        report("progress", step=stream.step, role="transform", forwarded=replies)
+            replies += 1
+            report("progress", step=stream.step, role="transform", forwarded=replies)
     await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
     report(
         "summary",

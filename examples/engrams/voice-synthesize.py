@@ -17,6 +17,7 @@ import math
 import struct
 import sys
 import time
+from contextlib import aclosing
 
 import trio
 
@@ -57,44 +58,44 @@ async def handle(stream: StreamContext) -> None:
     realtime = bool(stream.config.get("realtime", True))
     origin = {SOURCE_KEY: stream.step}
     texts = frames = inputs_missing = finished = 0
-    async for packet in stream.packets():
-        if packet.metadata.get(EOS_KEY) == "true":
-            finished += 1
-            if finished >= sources:
-                break
-            continue
-        if packet.payload is None and not packet.inputs:
-            continue
-        text, from_inputs = text_of(packet)
-        inputs_missing += not from_inputs
-        texts += 1
-        count = frames_for(text, ms_per_char)
-        synthesis = f"{stream.step}-{texts}"
-        metadata = {**origin, "synthesis.id": synthesis, "synthesis.frames": str(count)}
-        participant = packet.metadata.get("participant", "")
-        if participant:
-            metadata["participant"] = participant
-        start = time.monotonic()
-        for index in range(count):
-            delay = start + index * FRAME_MS / 1000 - time.monotonic()
-            if realtime and delay > 0:
-                await trio.sleep(delay)
-            audio = AudioFrame(
-                pcm=speech_frame(frames),
-                sample_rate_hz=SAMPLE_RATE_HZ,
-                channels=1,
-                codec="pcm16",
-                timestamp_ms=time.time_ns() // 1_000_000,
-            )
-            await stream.emit(
-                Packet(
-                    audio=audio,
-                    payload={"text": text, "frames": count} if index == 0 else None,
-                    metadata={**metadata, "synthesis.frame": str(index)},
+    async with aclosing(stream.packets()) as packets:
+        async for packet in packets:
+            if packet.metadata.get(EOS_KEY) == "true":
+                finished += 1
+                if finished >= sources:
+                    break
+                continue
+            if packet.payload is None and not packet.inputs:
+                continue
+            text, from_inputs = text_of(packet)
+            inputs_missing += not from_inputs
+            texts += 1
+            count = frames_for(text, ms_per_char)
+            synthesis = f"{stream.step}-{texts}"
+            metadata = {**origin, "synthesis.id": synthesis, "synthesis.frames": str(count)}
+            participant = packet.metadata.get("participant", "")
+            if participant:
+                metadata["participant"] = participant
+            start = trio.current_time()
+            for index in range(count):
+                if realtime:
+                    await trio.sleep_until(start + index * FRAME_MS / 1000)
+                audio = AudioFrame(
+                    pcm=speech_frame(frames),
+                    sample_rate_hz=SAMPLE_RATE_HZ,
+                    channels=1,
+                    codec="pcm16",
+                    timestamp_ms=time.time_ns() // 1_000_000,
                 )
-            )
-            frames += 1
-        report("progress", step=stream.step, role="transform", forwarded=frames)
+                await stream.emit(
+                    Packet(
+                        audio=audio,
+                        payload={"text": text, "frames": count} if index == 0 else None,
+                        metadata={**metadata, "synthesis.frame": str(index)},
+                    )
+                )
+                frames += 1
+            report("progress", step=stream.step, role="transform", forwarded=frames)
     await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
     report(
         "summary",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from bobravoz.sdk import Packet, StreamContext, report, run_engram
@@ -83,21 +84,22 @@ async def handle(stream: StreamContext) -> None:
     origin = {SOURCE_KEY: stream.step}
     frames = transcripts = 0
     last_report = time.monotonic()
-    async for packet in stream.packets():
-        if packet.metadata.get(EOS_KEY) == "true":
-            break
-        if packet.audio is not None:
-            transcriber.hear(packet)
-            frames += 1
-        elif packet.metadata.get("type") == END_OF_UTTERANCE:
-            participant = packet.metadata.get("participant", "")
-            transcript = transcriber.finish(participant, packet.metadata.get("utterance", ""))
-            transcript.metadata.update(origin)
-            await stream.emit(transcript)
-            transcripts += 1
-        if time.monotonic() - last_report >= 0.5:
-            report("progress", step=stream.step, role="transform", forwarded=transcripts)
-            last_report = time.monotonic()
+    async with aclosing(stream.packets()) as packets:
+        async for packet in packets:
+            if packet.metadata.get(EOS_KEY) == "true":
+                break
+            if packet.audio is not None:
+                transcriber.hear(packet)
+                frames += 1
+            elif packet.metadata.get("type") == END_OF_UTTERANCE:
+                participant = packet.metadata.get("participant", "")
+                transcript = transcriber.finish(participant, packet.metadata.get("utterance", ""))
+                transcript.metadata.update(origin)
+                await stream.emit(transcript)
+                transcripts += 1
+            if time.monotonic() - last_report >= 0.5:
+                report("progress", step=stream.step, role="transform", forwarded=transcripts)
+                last_report = time.monotonic()
     await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
     report(
         "summary",

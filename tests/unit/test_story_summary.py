@@ -1,0 +1,162 @@
+"""Unit: ``bobravoz up``'s summary for a Story whose primitives decide what reaches which step
+(filtered by the Story is not loss; the verdict is the transport's lost count), and
+``bobravoz up --inputs``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bobravoz.runtime.story import parse_story
+from bobravoz.sdk.accounting import (
+    Accounting,
+    TransportLoss,
+    story_has_primitives,
+    story_lines,
+    transport_loss_from_text,
+)
+from bobravoz.sdk.cli import build_parser
+from bobravoz.sdk.local_runner import Summary, UpOptions, _inputs_env, describe_report
+
+FILTERED = """\
+# HELP bobravoz_packets_filtered_total Packets a Story primitive decided not to deliver.
+# TYPE bobravoz_packets_filtered_total counter
+bobravoz_packets_filtered_total{step="greet",reason="if_false"} 117
+bobravoz_packets_filtered_total{step="respond",reason="cancelled"} 2
+bobravoz_packets_filtered_total{step="archive",reason="rule_denied"} 12
+bobravoz_packets_filtered_total{step="archive",reason="joined"} 16
+bobravoz_packets_filtered_total{step="translate",reason="not_allowed"} 20
+"""
+
+
+def lost_family(count: int) -> str:
+    return (
+        "# TYPE bobravoz_packets_lost_total counter\n"
+        'bobravoz_packets_lost_total{component="hub",binding="default/r/archive",'
+        f'reason="join_expired"}} {count}\n'
+    )
+
+
+def story_summary(text: str, *, sent: int, delivered: int) -> Summary:
+    summary = Summary(sent=sent, expected=sent * 2, delivered=delivered, story_accounting=True)
+    summary.loss.add(transport_loss_from_text(text))
+    return summary
+
+
+def test_the_filtered_family_is_counted_by_reason_and_is_not_loss() -> None:
+    loss = transport_loss_from_text(FILTERED + lost_family(0))
+    assert loss.filtered == {
+        "if_false": 117,
+        "cancelled": 2,
+        "rule_denied": 12,
+        "joined": 16,
+        "not_allowed": 20,
+    }
+    assert loss.filtered_total == 167
+    assert (loss.lost_counted, loss.declared_drops, loss.rejected_total) == (0, 0, 0)
+    total = TransportLoss()
+    total.add(loss)
+    total.add(transport_loss_from_text(FILTERED))
+    assert total.filtered["if_false"] == 234
+
+
+def test_story_lines_show_what_the_story_filtered_and_the_counted_loss() -> None:
+    assert story_lines(transport_loss_from_text(FILTERED), width=10) == [
+        "filtered   167 by the Story "
+        "(if_false=117, not_allowed=20, joined=16, rule_denied=12, cancelled=2)",
+        "dropped    0 (by declared policy)",
+        "rejected   0 (broke the wire contract)",
+        "lost       0 (counted by the transport)",
+    ]
+    lines = story_lines(transport_loss_from_text(lost_family(3)))
+    assert lines[0] == "filtered 0 by the Story"
+    assert lines[-2:] == ["lost 3 (counted by the transport)", "  by reason: join_expired=3"]
+
+
+def test_a_story_run_that_delivers_less_than_sent_is_lossless_when_nothing_was_lost() -> None:
+    summary = story_summary(FILTERED + lost_family(0), sent=40, delivered=32)
+    assert summary.lost == 0
+    assert summary.exit_status == 0
+    lines = summary.render().splitlines()
+    assert "delivered  32 at the sinks (the Story decides what reaches them)" in lines
+    assert "lost       0 (counted by the transport)" in lines
+    assert not [line for line in lines if "expected" in line]
+
+
+def test_a_story_run_fails_on_counted_loss_or_an_engram_that_did_not_finish() -> None:
+    lossy = story_summary(FILTERED + lost_family(3), sent=40, delivered=32)
+    assert (lossy.lost, lossy.exit_status) == (3, 1)
+    unfinished = story_summary(FILTERED, sent=40, delivered=32)
+    unfinished.failed.append("archive (did not finish)")
+    assert unfinished.exit_status == 1
+
+
+def test_without_primitives_the_expected_count_still_decides() -> None:
+    summary = Summary(sent=40, expected=80, delivered=32)
+    summary.loss.add(transport_loss_from_text(FILTERED))
+    assert summary.lost == 48
+    assert summary.exit_status == 1
+    # A filtered count is shown even then, apart from the loss.
+    lines = Accounting(expected=80, delivered=32, loss=summary.loss).lines()
+    assert lines[0].startswith("filtered 167 by the Story")
+
+
+def test_step_lines_describe_each_engram_report() -> None:
+    summary = story_summary(FILTERED, sent=110, delivered=204)
+    summary.steps = {
+        "ingress": {"event": "summary", "step": "ingress", "role": "source", "sent": 110},
+        "playback": {
+            "event": "summary",
+            "received": 204,
+            "texts": ["Hello!", "Hi bob"],
+            "latencies_ms": [1.0, 2.0],
+            "seconds": 3.5,
+        },
+    }
+    lines = summary.render().splitlines()
+    assert "step       ingress: sent=110" in lines
+    assert 'step       playback: received=204 texts=["Hello!", "Hi bob"]' in lines
+    assert describe_report({"langs": {"en": 20}, "ok": True, "many": list("abcdefghij")}) == (
+        'langs={"en": 20} ok=true'
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("spec: {pattern: realtime, steps: [{name: a, ref: {name: a}}]}", False),
+        ("spec: {pattern: realtime, steps: [{name: a, ref: {name: a}, if: '{{ true }}'}]}", True),
+        ("spec: {pattern: realtime, steps: [{name: a, ref: {name: a}, runtime: {x: y}}]}", True),
+        ("spec: {pattern: realtime, steps: [{name: a, type: sleep}]}", True),
+        ("spec: {pattern: realtime, steps: [{name: a, type: parallel}]}", False),
+        (
+            "spec: {pattern: realtime, transports: [{name: t, streaming: {fanIn: {mode: all}}}],"
+            " steps: [{name: a, ref: {name: a}}]}",
+            True,
+        ),
+        (
+            "spec: {pattern: realtime, transports: [{name: t, streaming: {routing: {rules: "
+            "[{name: r, when: x, action: deny}]}}}], steps: [{name: a, ref: {name: a}}]}",
+            True,
+        ),
+    ],
+)
+def test_story_has_primitives(text: str, expected: bool) -> None:
+    story = parse_story("metadata: {name: s, namespace: default}\n" + text)
+    assert story_has_primitives(story) is expected
+
+
+def test_up_inputs_must_be_a_json_object_and_reach_the_hub(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["up", "story.yaml", "--inputs", '{"persona": "brief"}'])
+    assert args.inputs == '{"persona": "brief"}'
+    options = UpOptions(story=Path("story.yaml"), inputs=args.inputs)
+    assert _inputs_env(options) == {"BOBRAVOZ_STORYRUN_INPUTS": '{"persona": "brief"}'}
+    assert _inputs_env(UpOptions(story=Path("story.yaml"))) == {}
+    for bad in ("[1, 2]", "{not json"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["up", "story.yaml", "--inputs", bad])
+    assert "--inputs" in capsys.readouterr().err

@@ -10,7 +10,9 @@ The metric contract of hubs and connectors:
   breaking the wire contract (reported to their sender: not loss);
 - ``bobravoz_packets_filtered_total{step,reason}`` counts packets a Story primitive decided not
   to deliver to a step (``if_false``, ``rule_denied``, ``not_allowed``, ``stop``,
-  ``cancelled``, ``joined``): the Story's own choice, not loss.
+  ``cancelled``, ``joined``): the Story's own choice, not loss;
+- ``bobravoz_template_errors_total{reason}`` counts ``if``/``runtime``/rule evaluations that
+  failed (that packet was not delivered to that step), shown apart.
 
 Older processes count some losses (``stream_broken``, ``oversize``, ...) in the dropped family
 and expose no lost family at all. So a dropped sample counts as a declared drop only when its
@@ -43,6 +45,7 @@ DROPPED_SAMPLE: Final = "bobravoz_packets_dropped_total"
 LOST_SAMPLE: Final = "bobravoz_packets_lost_total"
 REJECTED_SAMPLE: Final = "bobravoz_packets_rejected_total"
 FILTERED_SAMPLE: Final = "bobravoz_packets_filtered_total"
+TEMPLATE_ERRORS_SAMPLE: Final = "bobravoz_template_errors_total"
 #: The reasons a declared drop policy drops for; every other reason is loss.
 DECLARED_DROP_REASONS: Final = POLICY_REASONS
 
@@ -60,6 +63,8 @@ class TransportLoss:
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
     #: Not delivered to a step because a Story primitive said so (by reason): not loss.
     filtered: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: Template evaluations that failed, by reason (the packet was not delivered there).
+    template_errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def declared_drops(self) -> int:
@@ -87,6 +92,7 @@ class TransportLoss:
         self.lost.update(other.lost)
         self.rejected.update(other.rejected)
         self.filtered.update(other.filtered)
+        self.template_errors.update(other.template_errors)
 
 
 def transport_loss(samples: Iterable[Sample]) -> TransportLoss:
@@ -103,6 +109,8 @@ def transport_loss(samples: Iterable[Sample]) -> TransportLoss:
             found.rejected[reason] += count
         elif name == FILTERED_SAMPLE:
             found.filtered[reason] += count
+        elif name == TEMPLATE_ERRORS_SAMPLE:
+            found.template_errors[reason] += count
     return found
 
 
@@ -191,6 +199,13 @@ def story_lines(loss: TransportLoss, width: int = 0) -> list[str]:
     ]
     if loss.lost_counted:
         lines.append(f"  by reason: {format_reasons(loss.lost)}")
+    errors = sum(loss.template_errors.values())
+    if errors:
+        lines.insert(
+            1,
+            f"{'templates':<{width}} {errors} evaluations failed, those packets not delivered "
+            f"({format_reasons(loss.template_errors)})",
+        )
     return lines
 
 

@@ -69,6 +69,13 @@ def test_story_lines_show_what_the_story_filtered_and_the_counted_loss() -> None
         "rejected   0 (broke the wire contract)",
         "lost       0 (counted by the transport)",
     ]
+    errors = (
+        "# TYPE bobravoz_template_errors_total counter\n"
+        'bobravoz_template_errors_total{component="hub",binding="b",reason="type_error"} 2\n'
+    )
+    assert story_lines(transport_loss_from_text(errors))[1] == (
+        "templates 2 evaluations failed, those packets not delivered (type_error=2)"
+    )
     lines = story_lines(transport_loss_from_text(lost_family(3)))
     assert lines[0] == "filtered 0 by the Story"
     assert lines[-2:] == ["lost 3 (counted by the transport)", "  by reason: join_expired=3"]

@@ -42,6 +42,14 @@ class BindingCounters:
     #: Packets lost for any other reason (not declared by a policy), by reason.
     lost: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: Packets a Story primitive decided not to deliver to a target (``if_false``,
+    #: ``rule_denied``, ``not_allowed``, ``stop``, ``cancelled``, ``joined``, ...): the
+    #: Story's declared behaviour, neither a drop nor a loss.
+    filtered: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: Template evaluations that failed, by reason (each also counted lost ``template_error``).
+    template_errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: Run requests (``executeStory``) reported for the controllers, by kind.
+    run_requests: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def count_drop(self, reason: str) -> None:
         """Count one packet that left a buffer undelivered: a policy drop or a loss."""
@@ -60,6 +68,9 @@ class BindingCounters:
         other.dropped.update(self.dropped)
         other.lost.update(self.lost)
         other.rejected.update(self.rejected)
+        other.filtered.update(self.filtered)
+        other.template_errors.update(self.template_errors)
+        other.run_requests.update(self.run_requests)
 
 
 #: Reads a buffer's (depth in messages, depth in bytes, packets in flight) when scraped.
@@ -88,6 +99,9 @@ class TransportMetrics(Collector):
         #: Connections and streams refused below the handshake (limits, timeouts, bad TLS),
         #: by reason.
         self.boundary_refusals: collections.Counter[str] = collections.Counter()
+        #: Story lifecycle events: hooks delivered (``storyrun.ready``, ``steprun.ready``) and
+        #: ``topology_terminated`` (every streaming step of a ready StoryRun disconnected).
+        self.lifecycle: collections.Counter[str] = collections.Counter()
         #: Reads the number of streams open now (set by the owner of the streams).
         self.open_streams: Callable[[], int] = lambda: 0
         #: Reads how many control events (errors, link changes) could not be queued to an
@@ -176,7 +190,29 @@ class TransportMetrics(Collector):
             "Packets refused at the boundary for breaking the wire contract, by reason.",
             labels=[*labels, "reason"],
         )
+        filtered = CounterMetricFamily(
+            "bobravoz_packets_filtered",
+            "Packets a Story primitive decided not to deliver (if, rules, stop, joins, "
+            "cancelPrevious), by reason: declared behaviour, not loss.",
+            labels=[*labels, "reason"],
+        )
+        template_errors = CounterMetricFamily(
+            "bobravoz_template_errors",
+            "Template evaluations that failed (the packet was not delivered), by reason.",
+            labels=[*labels, "reason"],
+        )
+        run_requests = CounterMetricFamily(
+            "bobravoz_run_requests",
+            "Run requests reported for the controllers (executeStory), by kind.",
+            labels=[*labels, "kind"],
+        )
         for key, counters in sorted(self.bindings.items()):
+            for reason, count in sorted(counters.filtered.items()):
+                filtered.add_metric([comp, key, reason], count)
+            for reason, count in sorted(counters.template_errors.items()):
+                template_errors.add_metric([comp, key, reason], count)
+            for kind, count in sorted(counters.run_requests.items()):
+                run_requests.add_metric([comp, key, kind], count)
             for name, family in families.items():
                 family.add_metric([comp, key], getattr(counters, name))
             for reason, count in sorted(counters.dropped.items()):
@@ -189,6 +225,17 @@ class TransportMetrics(Collector):
         yield dropped
         yield lost
         yield rejected
+        yield filtered
+        yield template_errors
+        yield run_requests
+        lifecycle = CounterMetricFamily(
+            "bobravoz_story_events",
+            "Story lifecycle events: hooks delivered, topologies terminated.",
+            labels=["component", "event"],
+        )
+        for event, count in sorted(self.lifecycle.items()):
+            lifecycle.add_metric([comp, event], count)
+        yield lifecycle
         depth = GaugeMetricFamily(
             "bobravoz_buffer_depth", "Packets waiting in a binding's buffer.", labels=labels
         )

@@ -15,6 +15,7 @@ import yaml
 
 from bobravoz.runtime.models import Model, ObjectMeta, ResourceError, convert_document
 from bobravoz.runtime.settings import StreamingSettings
+from bobravoz.runtime.template import TemplateError, compile_template, compile_value
 
 PrimitiveType = Literal["condition", "parallel", "sleep", "stop", "wait", "executeStory", "gate"]
 
@@ -81,12 +82,22 @@ class TransportStatus(Model, frozen=True):
 
 
 @final
+class Concurrency(Model, frozen=True):
+    """``spec.concurrency``: how a new packet treats the in-flight cycle of an earlier one
+    from the same step (and participant, with scope ``participant``)."""
+
+    mode: Literal["parallel", "serial", "cancelPrevious"] = "parallel"
+    scope: Literal["storyrun", "participant"] = "storyrun"
+
+
+@final
 class StorySpec(Model, frozen=True):
     """``spec``."""
 
     pattern: Literal["batch", "realtime"] = "batch"
     steps: tuple[Step, ...] = ()
     transports: tuple[StoryTransport, ...] = ()
+    concurrency: Concurrency | None = None
 
 
 @final
@@ -220,6 +231,36 @@ def find_cycle(story: Story) -> tuple[str, ...]:
     return ()
 
 
+def compile_story_templates(story: Story, source: str) -> None:
+    """Compile every template of ``story`` once (``if``, ``runtime``, ``with``, rule
+    ``when``); a template that does not parse is a StoryError naming the step, line and
+    column."""
+    for index, step in enumerate(story.spec.steps):
+        where = f"$.spec.steps[{index}]"
+        try:
+            if step.if_:
+                compile_template(step.if_, name=f"{step.name}.if")
+            if step.runtime not in (None, "", {}, []):
+                compile_value(step.runtime, name=f"{step.name}.runtime")
+            if step.with_:
+                compile_value(step.with_, name=f"{step.name}.with")
+        except TemplateError as error:
+            raise StoryError(source, where, f"step {step.name!r}: {error}") from None
+    for index, transport in enumerate(story.spec.transports):
+        routing = transport.streaming.routing if transport.streaming else None
+        for position, rule in enumerate((routing.rules or ()) if routing else ()):
+            if not rule.when:
+                continue
+            try:
+                compile_template(rule.when, name=f"rule {rule.name or position}.when")
+            except TemplateError as error:
+                raise StoryError(
+                    source,
+                    f"$.spec.transports[{index}].streaming.routing.rules[{position}].when",
+                    f"transport {transport.name!r}: {error}",
+                ) from None
+
+
 def parse_story(text: str | bytes, *, source: str = "<story>") -> Story:
     """Parse and check a Story from YAML (or JSON) text; raise StoryError naming the field."""
     try:
@@ -230,6 +271,7 @@ def parse_story(text: str | bytes, *, source: str = "<story>") -> Story:
         raise StoryError(source, "$", "a Story must be a mapping")
     story = convert_document(document, Story, source=source, error=StoryError)
     _check_semantics(story, source)
+    compile_story_templates(story, source)
     return story
 
 

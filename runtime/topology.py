@@ -17,7 +17,7 @@ where the rule already gives p2p.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, final
+from typing import Any, Literal, final
 
 import msgspec
 
@@ -73,6 +73,10 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str
     steps: tuple[StepNode, ...]
     edges: tuple[Edge, ...]
+    #: The Story itself, for the primitives the hub evaluates (None: forward only).
+    story: Story | None = None
+    #: The StoryRun's ``spec.inputs`` (the templates' ``inputs`` root).
+    inputs: dict[str, Any] = {}
 
     def has_step(self, step_id: str) -> bool:
         """Whether ``step_id`` is a step of this Story."""
@@ -113,7 +117,10 @@ def _step_settings(
 
 
 def compute_topology(
-    story: Story, *, transport_defaults: Mapping[str, StreamingSettings] | None = None
+    story: Story,
+    *,
+    transport_defaults: Mapping[str, StreamingSettings] | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> Topology:
     """The topology of ``story`` (checked by :func:`~bobravoz.runtime.story.parse_story`).
 
@@ -176,6 +183,8 @@ def compute_topology(
         namespace=story.metadata.namespace,
         steps=nodes,
         edges=edges,
+        story=story,
+        inputs=dict(inputs or {}),
     )
 
 
@@ -221,13 +230,16 @@ def _p2p_obstacle(
     return None
 
 
-def streaming_topology(story: Story) -> Topology:
+def streaming_topology(story: Story, *, inputs: Mapping[str, Any] | None = None) -> Topology:
     """:func:`compute_topology` for a Story the transport serves: ``pattern: realtime`` only."""
-    return streaming_topology_with(story)
+    return streaming_topology_with(story, inputs=inputs)
 
 
 def streaming_topology_with(
-    story: Story, *, transport_defaults: Mapping[str, StreamingSettings] | None = None
+    story: Story,
+    *,
+    transport_defaults: Mapping[str, StreamingSettings] | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> Topology:
     """:func:`streaming_topology` with the Transports' streaming defaults by name."""
     if story.spec.pattern != "realtime":
@@ -235,4 +247,19 @@ def streaming_topology_with(
             f"Story {story.metadata.name!r} has pattern {story.spec.pattern!r} at $.spec.pattern; "
             "bobravoz streams realtime Stories only"
         )
-    return compute_topology(story, transport_defaults=transport_defaults)
+    return compute_topology(story, transport_defaults=transport_defaults, inputs=inputs)
+
+
+def describe_topology(topology: Topology) -> str:
+    """One line per step, in Story order: its id, what it runs (engram or primitive), its
+    routing mode with the reason (the P2P rule of the reference notes §2.5) and the steps
+    its packets go to."""
+    width = max(len(node.id) for node in topology.steps)
+    lines = [f"Story {topology.story_name} (namespace {topology.namespace})"]
+    for node in topology.steps:
+        runs = f"engram {node.engram}" if node.engram else f"{node.primitive} primitive"
+        targets = ", ".join(edge.target for edge in topology.downstream_of(node.id)) or "-"
+        lines.append(
+            f"  {node.id:<{width}}  {node.mode:<3}  {runs}; -> {targets}  ({node.mode_reason})"
+        )
+    return "\n".join(lines) + "\n"

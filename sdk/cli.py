@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CONNECTOR_IMAGE", "ghcr.io/bubustack/bobravoz-connector:0.1.0"),
     )
 
+    topology = commands.add_parser(
+        "topology", help="print each step's routing mode (hub or p2p), its reason and targets"
+    )
+    topology.add_argument("story", help="Story YAML file")
+
     up = commands.add_parser("up", help="run a Story locally: hub, connectors and engrams")
     up.add_argument("story", help="Story YAML file")
     up.add_argument("--duration", type=float, default=60.0, help="stop after this many seconds")
@@ -154,6 +159,20 @@ def _render(story: str, storyrun: str, transport: str | None, image: str) -> int
     return 0
 
 
+def _topology(story: str) -> int:
+    from bobravoz.runtime.models import ResourceError
+    from bobravoz.runtime.story import load_story
+    from bobravoz.runtime.topology import TopologyError, describe_topology, streaming_topology
+
+    try:
+        text = describe_topology(streaming_topology(load_story(story)))
+    except (ResourceError, TopologyError) as error:
+        print(f"bobravoz topology: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -187,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return connector_main()
     if args.command == "engram":
         return _run_engram_file(args.target)
+    if args.command == "topology":
+        return _topology(args.story)
     if args.command == "render":
         return _render(args.story, args.storyrun, args.transport, args.connector_image)
     from bobravoz.sdk.local_runner import UpOptions, run_up

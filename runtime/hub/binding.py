@@ -9,7 +9,7 @@ ledger that says what happened to every packet handed to it.
 
 from __future__ import annotations
 
-from typing import final
+from typing import Any, final
 
 import trio
 
@@ -117,6 +117,10 @@ class StepBinding:
         #: An ingest batch's first packet that was routed to some targets before the actor
         #: stopped: (the raw message, the targets done). A restarted actor skips those.
         self.partial: tuple[bytes, frozenset[str]] | None = None
+        #: The primitive path's message whose decision is made but not fully handed over:
+        #: (the raw message, the deliveries left, heartbeat). A restarted actor hands those
+        #: over instead of deciding again (no join, cycle or output state is touched twice).
+        self.pending: tuple[bytes, list[Any], bool] | None = None
 
     def next_sequence(self) -> int:
         """The sequence the hub stamps on the next packet for this step (stream_id = key)."""

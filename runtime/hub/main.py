@@ -7,6 +7,7 @@ import ssl
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Final
 
 import trio
 from prometheus_client import CollectorRegistry
@@ -142,9 +143,28 @@ def hub_tls(
         ) from None
 
 
-def load_topology(path: str) -> Topology:
+#: Local mode's StoryRun ``spec.inputs`` (a JSON object), the templates' ``inputs`` root.
+INPUTS_ENV: Final = "BOBRAVOZ_STORYRUN_INPUTS"
+
+
+def storyrun_inputs(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The StoryRun inputs of local mode from ``BOBRAVOZ_STORYRUN_INPUTS``; ConfigError when
+    it is not a JSON object."""
+    text = environ.get(INPUTS_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"{INPUTS_ENV} is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{INPUTS_ENV} must be a JSON object")
+    return value
+
+
+def load_topology(path: str, inputs: Mapping[str, Any] | None = None) -> Topology:
     """The topology of the Story at ``path``; raises StoryError/TopologyError with the path."""
-    return streaming_topology(load_story(path))
+    return streaming_topology(load_story(path), inputs=inputs)
 
 
 def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
@@ -152,7 +172,7 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
     try:
         settings = hub_settings(environ)
         tls = hub_tls(environ, options.listen)
-        topology = load_topology(options.story)
+        topology = load_topology(options.story, storyrun_inputs(environ))
         # The hub's per-packet `hub.route` span (runtime/tracing.py hub_span) uses this.
         tracing = configure_tracing("bobravoz-hub", environ)
     except (ConfigError, StoryError, TopologyError) as error:
@@ -179,6 +199,7 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
                     settings,
                     stop,
                     tls=tls,
+                    tracing=tracing,
                     task_status=task_status,
                 )
                 nursery.cancel_scope.cancel()  # drained: the metrics server and signals go too

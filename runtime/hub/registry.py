@@ -16,6 +16,7 @@ from typing import Final, final
 import trio
 
 from bobravoz.runtime.channel import ChannelLimits, DropPolicy
+from bobravoz.runtime.hub.primitives import StoryPlan
 from bobravoz.runtime.topology import Topology
 
 #: Primitive steps the hub passes packets through (the Go hub's behaviour for these types).
@@ -25,8 +26,9 @@ PASS_THROUGH_PRIMITIVES: Final = frozenset({"condition", "parallel", "sleep"})
 def engram_targets(topology: Topology, step: str) -> tuple[str, ...]:
     """The engram steps a packet from ``step`` reaches, walking through primitive steps.
 
-    ``condition``, ``parallel`` and ``sleep`` pass packets on (without evaluating or delaying
-    them yet); ``stop`` and every other primitive end the path. Order follows the Story;
+    ``condition``, ``parallel`` and ``sleep`` pass packets on (the primitive path of
+    :mod:`~bobravoz.runtime.hub.primitives` evaluates and delays them); ``stop`` and every
+    other primitive end the path. Order follows the Story;
     each target appears once.
     """
     found: list[str] = []
@@ -59,12 +61,21 @@ def step_limits(topology: Topology, step: str) -> ChannelLimits:
 class RunRoutes:
     """One topology with everything the hub derives from it, computed once."""
 
-    __slots__ = ("_limits", "_targets", "topology")
+    __slots__ = ("_limits", "_targets", "plan", "topology")
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
+        #: The Story's compiled primitives (None: a topology without its Story forwards only).
+        self.plan = StoryPlan(topology) if topology.story is not None else None
         self._targets = {node.id: engram_targets(topology, node.id) for node in topology.steps}
+        if self.plan is not None:
+            for step in self.plan.evaluates:
+                self._targets[step] = self.plan.targets(step)
         self._limits = {node.id: step_limits(topology, node.id) for node in topology.steps}
+
+    def evaluates(self, step: str) -> bool:
+        """Whether packets from ``step`` take the primitive path (templates, sleeps, joins)."""
+        return self.plan is not None and step in self.plan.evaluates
 
     def has_step(self, step: str) -> bool:
         """Whether ``step`` is a step of this topology."""

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
 import itertools
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Final, final
@@ -35,7 +37,9 @@ import trio
 from bobravoz.protocol.constants import HEARTBEAT_KEY, PROCESS_METHOD
 from bobravoz.protocol.packets import (
     is_heartbeat,
+    read_metadata,
     retarget_packet,
+    rewrite_packet,
     split_process_message,
     wrap_process_message,
 )
@@ -72,6 +76,16 @@ from bobravoz.runtime.handshake import (
     check_metadata_limits,
 )
 from bobravoz.runtime.hub.binding import StepBinding, StreamSession
+from bobravoz.runtime.hub.primitives import (
+    STEPRUN_READY,
+    STORYRUN_READY,
+    Delivery,
+    Outcome,
+    RunState,
+    evaluate,
+    hook_allowed,
+    hook_packet,
+)
 from bobravoz.runtime.hub.registry import (
     RemoveTopology,
     RunRoutes,
@@ -79,12 +93,13 @@ from bobravoz.runtime.hub.registry import (
     TopologyFeed,
     TopologyRegistry,
 )
-from bobravoz.runtime.metrics import TransportMetrics, watch_tls
+from bobravoz.runtime.metrics import BindingCounters, TransportMetrics, watch_tls
 from bobravoz.runtime.pump import channel_to_stream
 from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, Supervisor, open_supervisor
 from bobravoz.runtime.tls import ReloadingContext
 from bobravoz.runtime.topology import Topology
+from bobravoz.runtime.tracing import TRACEPARENT_KEY, Tracing, hub_span
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +115,8 @@ LOST_REMOVED: Final = "storyrun_removed"
 LOST_EXPIRED: Final = "binding_expired"
 LOST_BUDGET: Final = "budget"
 LOST_ACTOR_FAILED: Final = "actor_failed"
+#: A template failed for a packet: it was not delivered to that target.
+LOST_TEMPLATE: Final = "template_error"
 #: Why a stream past ``max_stream_duration`` ended (a boundary refusal's reason).
 MAX_STREAM_DURATION: Final = "max_stream_duration"
 #: No target done yet (the routing state of a message not routed anywhere).
@@ -187,8 +204,16 @@ class Hub:
         settings: HubSettings,
         metrics: TransportMetrics,
         supervisor: Supervisor,
+        tracing: Tracing | None = None,
     ) -> None:
         self.topologies = topologies
+        #: Per-packet ``hub.route`` spans for packets that carry a sampled trace context.
+        self.tracing = tracing if tracing is not None and tracing.tracer is not None else None
+        #: Metadata keys that send a packet to the general path: the identity the hub
+        #: rewrites, and with tracing on the trace context it continues.
+        self._scan_keys: tuple[bytes, ...] = IDENTITY_KEYS + (
+            (TRACEPARENT_KEY.encode(),) if self.tracing is not None else ()
+        )
         self.settings = settings
         self.metrics = metrics
         self._supervisor = supervisor
@@ -207,6 +232,13 @@ class Hub:
         self._refusal_logs: dict[str, tuple[float, int]] = {}
         #: Set whenever a batch was written or a stream closed (drain waits on it).
         self._progress = trio.Event()
+        #: Story state per StoryRun (outputs, joins, cycles, hooks), for the primitive path.
+        self._runs: dict[tuple[str, str], RunState] = {}
+        #: Packets waiting in a ``sleep``: (due, order, run, source key, source counters,
+        #: delivery, heartbeat). Hub state: what is here at shutdown is counted lost.
+        self._delayed: list[tuple[float, int, RunState, str, BindingCounters, Delivery, bool]] = []
+        self._delay_order = itertools.count()
+        self._delay_changed = trio.Event()
         metrics.open_streams = self.open_streams
         metrics.live_bindings = self.live_bindings
 
@@ -230,7 +262,7 @@ class Hub:
 
     def undelivered(self, *, connected_only: bool = False) -> int:
         """Packets buffered or in flight across every binding (or only those with a stream)."""
-        return sum(
+        return len(self._delayed) + sum(
             b.channel.depth + b.in_flight()
             for b in self._bindings.values()
             if b.current is not None or not connected_only
@@ -346,6 +378,11 @@ class Hub:
         self._supervisor.start_child(
             session.name, self._serve, binding, session, predecessor, restart=Restart.TEMPORARY
         )
+        try:
+            self._lifecycle_connected(binding, routes)
+        except Exception:
+            self.metrics.failures["lifecycle"] += 1
+            log.exception("lifecycle hooks for %s failed", binding.key)
 
     def _log_refusal(self, stream: ServerStream, refusal: HandshakeError) -> None:
         """Log a refused stream: each reason at most once a second (a flood of refusals is
@@ -476,6 +513,11 @@ class Hub:
         binding.sessions.discard(session)
         binding.last_active = trio.current_time()
         session.done.set()
+        try:
+            self._lifecycle_disconnected(binding)
+        except Exception:
+            self.metrics.failures["lifecycle"] += 1
+            log.exception("lifecycle tracking for %s failed", binding.key)
         if stream.done.is_set():
             self._finalize(binding, session, reason)
         else:
@@ -569,7 +611,10 @@ class Hub:
         a ``block`` buffer that is full makes it wait (:meth:`_route`), recording the targets
         already done in ``binding.partial`` first, so a restarted actor skips them.
         """
-        keys = IDENTITY_KEYS
+        if routes.evaluates(binding.step):
+            await self._route_evaluated(binding, stream, routes, batch, limit)
+            return
+        keys = self._scan_keys
         counters = binding.counters
         partial = binding.partial
         resolved = self._resolve(binding, routes, targets)
@@ -597,6 +642,8 @@ class Hub:
                         kind = NO_PACKET
                     else:
                         kind = HEARTBEAT if is_heartbeat(packet, _DATA) else DATA
+                        if self.tracing is not None and kind == DATA:
+                            packet = self._traced(binding, packet)
                 elif kind == HEARTBEAT:
                     heartbeats += 1
                 elif kind == DATA:
@@ -655,7 +702,7 @@ class Hub:
         out: list[bytes] = []
         first = target.sequence
         stop, target.sequence, packets, size = stamp_run(
-            batch, start, limit, IDENTITY_KEYS, target.stamp, first, out
+            batch, start, limit, self._scan_keys, target.stamp, first, out
         )
         if not out:
             return 0
@@ -664,7 +711,7 @@ class Hub:
             stop = start + accepted
             packets = size = 0
             for raw in batch[start:stop]:
-                kind, packet_start, packet_end, _, _ = scan_process(raw, limit, IDENTITY_KEYS)
+                kind, packet_start, packet_end, _, _ = scan_process(raw, limit, self._scan_keys)
                 if kind == DATA:
                     packets += 1
                     size += packet_end - packet_start
@@ -709,7 +756,7 @@ class Hub:
         if not session.idle or binding.partial is not None or binding.released:
             return 0
         routes = self.topologies.lookup(binding.namespace, binding.storyrun)
-        if routes is None:
+        if routes is None or routes.evaluates(binding.step):
             return 0
         targets = routes.targets(binding.step)
         resolved = self._resolve(binding, routes, targets)
@@ -718,7 +765,7 @@ class Hub:
         routed = 0
         try:
             for raw in batch:
-                kind, start, end, envelope, _ = scan_process(raw, limit, IDENTITY_KEYS)
+                kind, start, end, envelope, _ = scan_process(raw, limit, self._scan_keys)
                 if kind == SLOW:
                     break
                 if kind != NO_PACKET:
@@ -750,6 +797,284 @@ class Hub:
             log.exception("routing in the read callback of %s failed", binding.key)
             self.metrics.failures["read_callback"] += 1
         return routed
+
+    # -- the primitive path (Story templates, sleeps, joins, hooks) ---------------------------
+
+    def _run_state(self, namespace: str, storyrun: str, routes: RunRoutes) -> RunState | None:
+        """The Story state of that StoryRun (a new one when its topology changed)."""
+        if routes.plan is None:
+            return None
+        key = (namespace, storyrun)
+        state = self._runs.get(key)
+        if state is None or state.plan is not routes.plan:
+            state = self._runs[key] = RunState(namespace, storyrun, routes.plan, trio.current_time)
+        return state
+
+    async def _route_evaluated(
+        self,
+        binding: StepBinding,
+        stream: ServerStream,
+        routes: RunRoutes,
+        batch: list[bytes],
+        limit: int,
+    ) -> None:
+        """Route ``batch`` through the Story's primitives (:func:`evaluate`), one message at
+        a time. A message whose decision is made but not fully handed over keeps its pending
+        deliveries on the binding (``binding.pending``), so a restarted actor hands over the
+        rest without deciding again; the message itself goes back to the stream."""
+        state = self._run_state(binding.namespace, binding.storyrun, routes)
+        assert state is not None
+        routed = 0
+        try:
+            while routed < len(batch):
+                raw = batch[routed]
+                pending = binding.pending
+                binding.pending = None
+                if pending is not None and pending[0] is raw:
+                    deliveries, heartbeat = pending[1], pending[2]
+                else:
+                    packet = self._inspect(binding, raw, limit)
+                    deliveries = []
+                    heartbeat = False
+                    if packet is not None:
+                        heartbeat = is_heartbeat(packet, _DATA)
+                        if self.tracing is not None and not heartbeat:
+                            packet = self._traced(binding, packet, "story")
+                        outcome = self._decide(state, binding, packet, heartbeat)
+                        if outcome is not None:
+                            deliveries = outcome.deliveries
+                await self._hand_over(binding, routes, state, raw, deliveries, heartbeat)
+                routed += 1
+        finally:
+            if routed < len(batch):
+                stream.unreceive(batch[routed:])
+
+    def _traced(self, binding: StepBinding, packet: bytes, primitives: str = "") -> bytes:
+        """``packet`` continuing its trace through a ``hub.route`` span (unchanged when it
+        carries no sampled trace context)."""
+        assert self.tracing is not None
+        metadata = read_metadata(packet, _DATA)
+        attributes: dict[str, str | int | float | bool] = {
+            "storyrun": binding.storyrun,
+            "step": binding.step,
+            "packet_bytes": len(packet),
+        }
+        if primitives:
+            attributes["primitives"] = primitives
+        with hub_span(self.tracing, metadata, attributes) as updates:
+            if updates:
+                return rewrite_packet(packet, layout=_DATA, metadata_updates=updates)
+        return packet
+
+    def _decide(
+        self, state: RunState, binding: StepBinding, packet: bytes, heartbeat: bool
+    ) -> Outcome | None:
+        """:func:`evaluate` for one packet, its counts added to the source's counters."""
+        counters = binding.counters
+        try:
+            outcome = evaluate(
+                state, binding.step, packet, heartbeat=heartbeat, now=trio.current_time()
+            )
+        except (WireFormatError, ValueError) as error:
+            counters.rejected["bad_payload"] += 1
+            if counters.rejected["bad_payload"] in (1, 100, 10000):
+                log.warning("packet from %s has an unreadable payload: %s", binding.key, error)
+            return None
+        counters.filtered.update(outcome.filtered)
+        if outcome.template_errors:
+            counters.template_errors.update(outcome.template_errors)
+            counters.lost[LOST_TEMPLATE] += sum(outcome.template_errors.values())
+        counters.run_requests.update(outcome.run_requests)
+        for reason, join in outcome.abandoned:
+            counters.lost[reason] += len(join.parts)
+            log.warning(
+                "join %s for %s/%s ended without completing (%s): has %s, missing %s",
+                join.key,
+                binding.namespace,
+                binding.storyrun,
+                reason,
+                ",".join(join.parts),
+                ",".join(join.missing),
+            )
+        return outcome
+
+    async def _hand_over(
+        self,
+        binding: StepBinding,
+        routes: RunRoutes,
+        state: RunState,
+        raw: bytes,
+        deliveries: list[Delivery],
+        heartbeat: bool,
+    ) -> None:
+        """Give each delivery to its target's buffer (or to the sleep line), waiting only
+        for a full ``block`` buffer; the deliveries not yet handed over stay on
+        ``binding.pending`` while it waits."""
+        for index, delivery in enumerate(deliveries):
+            if delivery.delay > 0:
+                self._delay(state, binding, delivery, heartbeat)
+                continue
+            try:
+                target = self._binding(binding.namespace, binding.storyrun, delivery.target, routes)
+            except HandshakeError as refusal:
+                reason = LOST_BUDGET if refusal.reason == "max_bindings" else LOST_REMOVED
+                binding.counters.lost[reason] += 1
+                continue
+            target.last_active = trio.current_time()
+            sequence = 0 if heartbeat else target.next_sequence()
+            outgoing = restamp(target.stamp, delivery.packet, sequence or None)
+            if self._offer_now(target, outgoing):
+                continue
+            # The one waiting stays pending too: cancelled here, it is handed over again.
+            binding.pending = (raw, deliveries[index:], heartbeat)
+            await self._offer_waiting(target, outgoing)
+            binding.pending = None
+
+    def _delay(
+        self, state: RunState, binding: StepBinding, delivery: Delivery, heartbeat: bool
+    ) -> None:
+        due = trio.current_time() + delivery.delay
+        entry = (
+            due,
+            next(self._delay_order),
+            state,
+            binding.key,
+            binding.counters,
+            delivery,
+            heartbeat,
+        )
+        heapq.heappush(self._delayed, entry)
+        if self._delayed[0] is entry:
+            self._delay_changed.set()
+
+    async def release_delayed(self) -> None:
+        """Hand each packet waiting in a ``sleep`` to its target when it is due (in order);
+        one a newer cycle cancelled (``cancelPrevious``) is counted filtered ``cancelled``."""
+        while True:
+            if not self._delayed:
+                self._delay_changed = trio.Event()
+                await self._delay_changed.wait()
+                continue
+            due = self._delayed[0][0]
+            if due > trio.current_time():
+                self._delay_changed = trio.Event()
+                with trio.move_on_at(due):
+                    await self._delay_changed.wait()
+                continue
+            _, _, state, source_key, source_counters, delivery, heartbeat = self._delayed[0]
+            counters = self.metrics.counters_for(source_key, source_counters)
+            if (
+                delivery.cycle is not None
+                and state.cycles.get(delivery.cycle[0]) != delivery.cycle[1]
+            ):
+                heapq.heappop(self._delayed)
+                counters.filtered["cancelled"] += 1
+                continue
+            routes = self.topologies.lookup(state.namespace, state.storyrun)
+            try:
+                if routes is None or routes.plan is not state.plan:
+                    raise HandshakeError(StatusCode.NOT_FOUND, "unknown_storyrun", "removed")
+                target = self._binding(state.namespace, state.storyrun, delivery.target, routes)
+            except HandshakeError as refusal:
+                heapq.heappop(self._delayed)
+                counters.lost[
+                    LOST_BUDGET if refusal.reason == "max_bindings" else LOST_REMOVED
+                ] += 1
+                continue
+            target.last_active = trio.current_time()
+            sequence = 0 if heartbeat else target.next_sequence()
+            outgoing = restamp(target.stamp, delivery.packet, sequence or None)
+            if not self._offer_now(target, outgoing):
+                # Still first in line while it waits: order holds and shutdown counts it.
+                target.sequence -= 0 if heartbeat else 1
+                with contextlib.suppress(trio.ClosedResourceError):
+                    await target.channel.wait_room(len(outgoing))
+                continue
+            heapq.heappop(self._delayed)
+
+    def _lost_delayed(self, reason: str) -> int:
+        """Count every packet still waiting in a ``sleep`` lost for ``reason``."""
+        for _, _, _, key, counters, _, _ in self._delayed:
+            self.metrics.counters_for(key, counters).lost[reason] += 1
+        count = len(self._delayed)
+        self._delayed.clear()
+        return count
+
+    def _lifecycle_connected(self, binding: StepBinding, routes: RunRoutes) -> None:
+        """A stream of ``binding`` was admitted: send ``steprun.ready`` and, once every
+        engram step of the StoryRun has a live stream, ``storyrun.ready`` (each once)."""
+        state = self._run_state(binding.namespace, binding.storyrun, routes)
+        if state is None:
+            return
+        plan = state.plan
+        self._send_hook(state, routes, STEPRUN_READY, binding.step)
+        live = all(
+            (found := self._bindings.get((binding.namespace, binding.storyrun, step))) is not None
+            and found.current is not None
+            for step in plan.engram_steps
+        )
+        if live and not state.ready:
+            state.ready = True
+            state.terminated = False
+            self._send_hook(state, routes, STORYRUN_READY, binding.step)
+
+    def _send_hook(self, state: RunState, routes: RunRoutes, event: str, origin: str) -> None:
+        consumers = state.plan.hook_consumers(event)
+        if not consumers:
+            return
+        packet, message_id = hook_packet(event, state.namespace, state.storyrun, origin)
+        if message_id in state.hooks_sent:
+            return
+        state.hooks_sent.add(message_id)
+        for step in consumers:
+            if not hook_allowed(state.plan, step, packet):
+                continue
+            try:
+                target = self._binding(state.namespace, state.storyrun, step, routes)
+            except HandshakeError:
+                continue
+            outgoing = restamp(target.stamp, packet, target.next_sequence())
+            try:
+                target.channel.send_nowait(outgoing, len(outgoing))
+            except trio.WouldBlock:
+                target.sequence -= 1
+                target.counters.lost["hook_buffer_full"] += 1
+                continue
+            except trio.ClosedResourceError:
+                continue
+            self.metrics.lifecycle[f"hook:{event}"] += 1
+
+    def _lifecycle_disconnected(self, binding: StepBinding) -> None:
+        """A stream of ``binding`` ended: hooks may be sent again on reconnect; when every
+        engram step of a StoryRun that was ready has no stream, its topology terminated."""
+        state = self._runs.get((binding.namespace, binding.storyrun))
+        if state is None:
+            return
+        state.hooks_sent.clear()
+        if not state.ready or state.terminated:
+            return
+        if any(
+            (found := self._bindings.get((binding.namespace, binding.storyrun, step))) is not None
+            and found.current is not None
+            and found.current.end_reason is None
+            and not found.current.done.is_set()
+            for step in state.plan.engram_steps
+        ):
+            return
+        state.terminated = True
+        state.ready = False
+        self.metrics.lifecycle["topology_terminated"] += 1
+        log.info(
+            "%s",
+            json.dumps(
+                {
+                    "event": "topology_terminated",
+                    "namespace": binding.namespace,
+                    "storyrun": binding.storyrun,
+                    "message": "streaming topology terminated: all streaming steps disconnected",
+                }
+            ),
+        )
 
     def _resolve(
         self, binding: StepBinding, routes: RunRoutes, targets: tuple[str, ...]
@@ -888,6 +1213,7 @@ class Hub:
         self.topologies.apply(change)
         if isinstance(change, RemoveTopology):
             key = (change.namespace, change.storyrun)
+            self._runs.pop(key, None)
             if self.topologies.lookup(*key) is None:
                 for binding in self.bindings():
                     if (binding.namespace, binding.storyrun) == key:
@@ -932,6 +1258,25 @@ class Hub:
             )
         return len(overdue)
 
+    def expire_joins(self, now: float) -> int:
+        """Collect fan-in joins past their timeout in every StoryRun (each part counted lost
+        ``join_expired`` on the joining step); return how many joins expired."""
+        expired = 0
+        for state in self._runs.values():
+            for target, cache in state.joins.items():
+                for join in cache.expire(now):
+                    expired += 1
+                    key = f"{state.namespace}/{state.storyrun}/{target}"
+                    self.metrics.binding(key).lost["join_expired"] += len(join.parts)
+                    log.warning(
+                        "join %s for %s expired with %s, missing %s",
+                        join.key,
+                        key,
+                        ",".join(join.parts),
+                        ",".join(join.missing),
+                    )
+        return expired
+
     async def reap(self) -> None:
         """Expire idle bindings and end overdue streams periodically (every quarter TTL or
         stream duration, at most every 30 s)."""
@@ -943,6 +1288,7 @@ class Hub:
             now = trio.current_time()
             self.expire(now)
             self.end_overdue(now)
+            self.expire_joins(now)
 
     async def drain(self, grace: float | None = None) -> int:
         """Stop admitting streams, keep delivering for up to ``grace`` seconds (the setting by
@@ -957,7 +1303,7 @@ class Hub:
 
     def release_all(self, reason: str) -> int:
         """Release every binding (after the actors stopped); return the packets counted lost."""
-        lost = 0
+        lost = self._lost_delayed(reason)
         for binding in self.bindings():
             lost += binding.channel.depth
             self._release(binding, reason)
@@ -971,6 +1317,7 @@ async def open_hub(
     settings: HubSettings | None = None,
     *,
     feed: TopologyFeed | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Hub]:
     """Open a hub routing by ``topologies`` (changed through ``feed`` when given).
 
@@ -983,8 +1330,9 @@ async def open_hub(
         async with open_supervisor(
             "hub", settings.restart, on_failure=metrics.failure_hook("hub")
         ) as supervisor:
-            hub = Hub(topologies, settings, metrics, supervisor)
+            hub = Hub(topologies, settings, metrics, supervisor, tracing)
             supervisor.start_child("reaper", hub.reap, restart=Restart.PERMANENT)
+            supervisor.start_child("sleep-line", hub.release_delayed, restart=Restart.PERMANENT)
             if feed is not None:
                 supervisor.start_child("topology-feed", hub.follow, feed, restart=Restart.TEMPORARY)
             try:
@@ -1028,11 +1376,13 @@ async def serve_hub_until(
     stop: trio.Event,
     *,
     tls: ReloadingContext | None = None,
+    tracing: Tracing | None = None,
     task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Like :func:`serve_hub`, and when ``stop`` is set: stop admitting, deliver for the
-    shutdown grace period, then stop (what is left is counted lost and logged)."""
-    await _serve(listen, topologies, metrics, settings, None, stop, tls, task_status)
+    shutdown grace period, then stop (what is left is counted lost and logged). With
+    ``tracing``, packets carrying a sampled trace context get a ``hub.route`` span."""
+    await _serve(listen, topologies, metrics, settings, None, stop, tls, task_status, tracing)
 
 
 async def _serve(
@@ -1044,12 +1394,13 @@ async def _serve(
     stop: trio.Event | None,
     tls: ReloadingContext | None,
     task_status: trio.TaskStatus[Endpoint],
+    tracing: Tracing | None = None,
 ) -> None:
     registry = (
         topologies if isinstance(topologies, TopologyRegistry) else TopologyRegistry(topologies)
     )
     async with (
-        open_hub(registry, metrics, settings, feed=feed) as hub,
+        open_hub(registry, metrics, settings, feed=feed, tracing=tracing) as hub,
         trio.open_nursery() as nursery,
     ):
         server = await nursery.start(

@@ -147,12 +147,13 @@ class Running:
             previous = now
 
     def assert_idle(self, live_bindings: int | None = None) -> None:
-        """No stream open, only the reaper supervised, a bounded history, and metric series
+        """No stream open, only the reaper and the sleep line supervised, a bounded history,
+        and metric series
         and probes exactly for the live bindings."""
         hub = self.hub
         assert hub.open_streams() == 0
-        assert self.supervisor.children == ("reaper",)
-        assert len(self.supervisor.statistics().children) <= HISTORY + 1
+        assert self.supervisor.children == ("reaper", "sleep-line")
+        assert len(self.supervisor.statistics().children) <= HISTORY + 2
         keys = {b.key for b in hub.bindings()}
         if live_bindings is not None:
             assert len(keys) == live_bindings

@@ -573,9 +573,10 @@ class World:
             stats.depth_bytes + stats.in_flight_bytes
             for stats in (b.channel.statistics() for b in bindings.values())
         )
-        # One supervised child per open stream, plus the reaper; finished ones bounded.
+        # One supervised child per open stream, plus the reaper and the sleep line; finished
+        # ones bounded.
         supervisor = hub._supervisor  # noqa: SLF001 - the hub's own supervisor
-        assert len(supervisor.children) == 1 + len(open_consumers)
+        assert len(supervisor.children) == 2 + len(open_consumers)
         assert len(supervisor.statistics().children) <= 64 + len(supervisor.children)
 
     def counters(self) -> list[BindingCounters]:

@@ -279,3 +279,37 @@ def test_routing_follows_the_go_hub_rule(dag: tuple[int, list[list[int]]]) -> No
         node = topology.step(f"s{index}")
         if node.mode == "p2p":
             assert len(targets) == 1
+
+
+def test_bobravoz_topology_prints_each_steps_mode_and_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bobravoz.sdk.cli import main
+
+    assert main(["topology", str(FIXTURES / "p2p-chain.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows["producer"].split()[1] == "p2p"
+    assert "-> enricher" in rows["producer"]
+    assert rows["consumer"].split()[1] == "hub"
+    assert "terminal step (no downstream)" in rows["consumer"]
+    assert main(["topology", str(FIXTURES / "voice-pipeline.yaml")]) == 0
+    voice = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "needs the hub" in voice["ingress"] or voice["ingress"].split()[1] == "p2p"
+    assert "per-packet templating" in voice["respond"]
+
+
+def test_bobravoz_topology_refuses_a_cyclic_story(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bobravoz.sdk.cli import main
+
+    path = tmp_path / "cyclic.yaml"
+    path.write_text(
+        BASE.replace(
+            "- {name: a, ref: {name: e}, transport: t}",
+            "- {name: a, ref: {name: e}, transport: t, needs: [b]}",
+        )
+    )
+    assert main(["topology", str(path)]) == 2
+    assert "cycle" in capsys.readouterr().err

@@ -23,6 +23,7 @@ import os
 import random
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, final
@@ -37,6 +38,7 @@ from bobravoz.protocol.constants import (
 )
 from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlRequest, ControlResponse
 from bobravoz.runtime.binding_envelope import BindingError, parse_binding
+from bobravoz.runtime.chunks import MAX_CHUNK_BYTES, is_chunked
 from bobravoz.runtime.endpoints import Endpoint, parse_endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader
 from bobravoz.runtime.errors import SupervisorEscalation
@@ -57,6 +59,7 @@ from bobravoz.runtime.tracing import (
     inject_span,
     start_hop,
 )
+from bobravoz.sdk.chunking import ChunkJoiner, split_binary
 from bobravoz.sdk.packet import Packet, decode_packet, encode_packet
 from bobravoz.sdk.report import report
 
@@ -66,6 +69,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BINDING_HEADER: Final = "bubu.transport.binding"
+#: Binary payloads above this many bytes are sent as chunks (``BOBRAVOZ_CHUNK_BYTES``).
+DEFAULT_CHUNK_BYTES: Final = 1024 * 1024
 #: Refusals from the connector that no retry fixes.
 FATAL_CODES: Final = FATAL_CONNECTOR_CODES
 
@@ -99,6 +104,9 @@ class EngramSettings:
     #: 1.3, the server verified against ``ca_file`` or the system's trust store).
     tls: bool = False
     ca_file: str | None = None
+    #: A binary payload larger than this is sent as chunks of at most this size (and chunks
+    #: received are joined before the handler sees them).
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
 
 
 def load_settings(environ: Mapping[str, str]) -> EngramSettings:
@@ -137,6 +145,9 @@ def load_settings(environ: Mapping[str, str]) -> EngramSettings:
         max_retries=env.integer("BUBU_GRPC_RECONNECT_MAX_RETRIES", 10, minimum=-(2**31)),
         tls=not connector.is_local,
         ca_file=env.optional("BUBU_GRPC_CA_FILE"),
+        chunk_bytes=env.integer(
+            "BOBRAVOZ_CHUNK_BYTES", DEFAULT_CHUNK_BYTES, minimum=1024, maximum=MAX_CHUNK_BYTES
+        ),
     )
 
 
@@ -157,8 +168,14 @@ class StreamContext:
         storyrun: str = "",
         namespace: str = "",
         tracing: Tracing = DISABLED,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         self._inbox = inbox
+        self._chunk_bytes = chunk_bytes
+        #: Joins chunked payloads back into one packet before the handler sees them.
+        self._joiner = ChunkJoiner()
+        #: The stream id of this engram's chunk sets (a chunk set needs one).
+        self._chunk_stream = f"{step or 'engram'}-{uuid.uuid4().hex[:12]}"
         self._outbox = outbox
         self.config: Mapping[str, Any] = config
         self.step = step
@@ -183,6 +200,15 @@ class StreamContext:
                     packet = await self._inbox.receive()
                 except (trio.EndOfChannel, trio.ClosedResourceError):
                     return
+                if is_chunked(packet.envelope):
+                    try:
+                        joined = self._joiner.add(packet)
+                    except ValueError as error:
+                        log.warning("a chunk set from upstream cannot be joined: %s", error)
+                        continue
+                    if joined is None:
+                        continue  # more chunks of this payload to come
+                    packet = joined
                 if self._tracing.enabled:
                     self._handling = start_hop(
                         self._tracing, "sdk.handle", packet.metadata, self._span_attributes
@@ -199,11 +225,34 @@ class StreamContext:
     async def emit(self, packet: Packet) -> None:
         """Send ``packet`` downstream; waits while the outgoing buffer is full (backpressure).
 
+        A binary payload above ``BOBRAVOZ_CHUNK_BYTES`` (default 1 MiB, at most 64 MiB in
+        all) goes as a chunk set the receiving engram's SDK joins again; each chunk carries
+        the packet's metadata, payload and inputs.
+
         With tracing on, an ``sdk.emit`` span covers the hand-over: the child of the trace
         context in the packet's metadata, else of the packet being handled (``sdk.handle``),
         else the root of a new trace (sampled by ``observability.tracing``). What is sent is
         a copy of ``packet`` whose metadata carries the span's ``traceparent``; ``packet``
         itself is not changed."""
+        if (
+            packet.binary is not None
+            and len(packet.binary) > self._chunk_bytes
+            and not is_chunked(packet.envelope)
+        ):
+            for chunk in split_binary(
+                packet.binary,
+                chunk_size=self._chunk_bytes,
+                stream_id=self._chunk_stream,
+                mime_type=packet.mime_type,
+                metadata=packet.metadata,
+            ):
+                chunk.payload, chunk.inputs = packet.payload, packet.inputs
+                chunk.timestamp_ms = packet.timestamp_ms
+                await self._emit_one(chunk)
+            return
+        await self._emit_one(packet)
+
+    async def _emit_one(self, packet: Packet) -> None:
         tracing = self._tracing
         if not tracing.enabled:
             await self._outbox.send(packet)
@@ -258,6 +307,7 @@ class _Session:
             storyrun=settings.storyrun,
             namespace=settings.namespace,
             tracing=self.tracing,
+            chunk_bytes=settings.chunk_bytes,
         )
 
 

@@ -1,0 +1,65 @@
+"""Cost of one template evaluation, as the hub pays it per packet (not a test).
+
+Prints microseconds per evaluation (best of several timeit repeats) for a routing condition
+and a small ``runtime`` object. Run: ``.venv/bin/python -m bobravoz.loadtests.template_cost``
+or ``.venv/bin/python loadtests/template_cost.py``.
+"""
+
+from __future__ import annotations
+
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+from bobravoz.runtime.template import TemplateSyntaxError, compile_template, compile_value
+
+DATA: dict[str, Any] = {
+    "inputs": {"greeting": "hello", "limit": 3},
+    "steps": {"transcribe": {"text": "good morning", "confidence": 0.93}},
+    "packet": {
+        "type": "speech.final",
+        "count": 7,
+        "text": "turn on the lights",
+        "metadata": {"lang": "en", "storyrun-name": "demo"},
+    },
+}
+
+
+def measure(label: str, evaluate: Callable[[], object], number: int = 20_000) -> float:
+    """Best per-call time of ``evaluate`` in microseconds, printed with ``label``."""
+    evaluate()
+    best = min(timeit.repeat(evaluate, number=number, repeat=5)) / number * 1e6
+    print(f"{label:<58} {best:7.2f} µs")
+    return best
+
+
+def main() -> None:
+    """Measure the routing condition, a text template and a 2-key runtime object."""
+    builtin_only = compile_template('{{ eq (index packet.metadata "lang") "en" }}')
+    prompt = compile_template("Reply in {{ packet.metadata.lang }}: {{ steps.transcribe.text }}")
+    measure('condition, builtins only: eq (index ...) "en"', lambda: builtin_only.condition(DATA))
+    measure("text: two fields in a sentence", lambda: prompt.render(DATA))
+    try:
+        condition = compile_template('{{ eq (default "" packet.metadata.lang) "en" }}')
+        runtime = compile_value(
+            {
+                "userPrompt": "{{ steps.transcribe.text }}",
+                "language": '{{ default "en" packet.metadata.lang }}',
+                "model": "small",
+            },
+            name="respond.runtime",
+        )
+    except TemplateSyntaxError as exc:
+        print(f"Sprig functions not available ({exc}): skipping the rest")
+        return
+    print(f"condition -> {condition.condition(DATA)}; runtime -> {runtime.render(DATA)}")
+    measure(
+        'condition: eq (default "" packet.metadata.lang) "en"',
+        lambda: condition.condition(DATA),
+    )
+    measure("render of the same template (text)", lambda: condition.render(DATA))
+    measure("runtime object: 2 template keys + 1 static key", lambda: runtime.render(DATA))
+
+
+if __name__ == "__main__":
+    main()

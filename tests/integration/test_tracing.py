@@ -25,9 +25,6 @@ from bobravoz.sdk.trace_view import ReceivedSpan, TraceReceiver, group_traces
 
 pytestmark = pytest.mark.integration
 
-#: Whether the chain must pass through the hub's ``hub.route`` span. While the hub records
-#: none, the chain is checked without it; a ``hub.route`` span that is there must be in it.
-REQUIRE_HUB_SPAN = False
 #: Seconds to wait for the spans of one packet's path.
 WAIT = 30.0
 
@@ -79,15 +76,11 @@ def packet_path(trace: Sequence[ReceivedSpan]) -> list[ReceivedSpan] | None:
         if emit.name != "sdk.emit" or emit.step != "source" or emit.parent_id:
             continue
         for send in children(trace, emit, "connector.send"):
-            hubs = children(trace, send, "hub.route")
-            if REQUIRE_HUB_SPAN and not hubs:
-                continue
-            # A hub span that is there must be the one the next connector continues.
-            for before_deliver in hubs or [send]:
-                for deliver in children(trace, before_deliver, "connector.deliver"):
+            # The hub's span is the one the next connector continues.
+            for hub in children(trace, send, "hub.route"):
+                for deliver in children(trace, hub, "connector.deliver"):
                     for handle in children(trace, deliver, "sdk.handle"):
-                        hub_hop = [before_deliver] if hubs else []
-                        return [emit, send, *hub_hop, deliver, handle]
+                        return [emit, send, hub, deliver, handle]
     return None
 
 
@@ -143,10 +136,7 @@ async def test_one_packet_is_one_trace_across_processes(
     path = first_packet_path(receiver.spans)
     assert path is not None, describe(receiver.spans)
     names = [span.name for span in path]
-    expected = ["sdk.emit", "connector.send", "connector.deliver", "sdk.handle"]
-    if REQUIRE_HUB_SPAN or "hub.route" in names:
-        expected.insert(2, "hub.route")
-    assert names == expected
+    assert names == ["sdk.emit", "connector.send", "hub.route", "connector.deliver", "sdk.handle"]
     # One trace ...
     assert len({span.trace_id for span in path}) == 1
     # ... whose spans each continue the previous hop (the root has no parent) ...

@@ -88,6 +88,9 @@ def hub_settings(environ: Mapping[str, str]) -> HubSettings:
     return HubSettings(
         max_streams=env.integer("BOBRAVOZ_HUB_MAX_STREAMS", 2000, minimum=1),
         max_bindings=env.integer("BOBRAVOZ_HUB_MAX_BINDINGS", defaults.max_bindings, minimum=1),
+        inputs_max_bytes=env.integer(
+            "BUBU_HUB_INPUTS_MAX_BYTES", defaults.inputs_max_bytes, minimum=1
+        ),
         max_buffered_bytes=env.integer(
             "BOBRAVOZ_HUB_MAX_BUFFERED_BYTES", defaults.max_buffered_bytes, minimum=1
         ),

@@ -72,6 +72,11 @@ MAX_TEMPLATE_OUTPUT: Final = 64 * 1024
 TEMPLATE_BUDGET: Final = 100_000
 #: Recently completed join keys remembered per target, so a late part is told apart.
 _RECENT_JOINS: Final = 1024
+#: ``routing.maxDownstreams`` is clamped to this (the Go hub's hard cap).
+MAX_DOWNSTREAMS_HARD_CAP: Final = 64
+#: Rendered inputs of a run request are at most this many bytes of JSON by default
+#: (``BUBU_HUB_INPUTS_MAX_BYTES``).
+DEFAULT_INPUTS_MAX_BYTES: Final = 1024 * 1024
 #: Chunk sets whose decision is remembered at once (per StoryRun).
 _CHUNK_DECISIONS: Final = 1024
 
@@ -179,10 +184,13 @@ def _join_policy(settings: StreamingSettings) -> JoinPolicy:
 class StoryPlan:
     """A Story's primitives, compiled once for one topology."""
 
-    def __init__(self, topology: Topology) -> None:
+    def __init__(
+        self, topology: Topology, *, inputs_max_bytes: int = DEFAULT_INPUTS_MAX_BYTES
+    ) -> None:
         story = topology.story
         assert story is not None
         self.topology = topology
+        self.inputs_max_bytes = inputs_max_bytes
         self.inputs: dict[str, Any] = dict(topology.inputs)
         self.steps: dict[str, Step] = {step.step_id: step for step in story.spec.steps}
         self.names: dict[str, str] = {step.step_id: step.name for step in story.spec.steps}
@@ -202,6 +210,8 @@ class StoryPlan:
         }
         settings = {edge.source: edge.settings for edge in topology.edges}
         self.routes: dict[str, tuple[Route, ...]] = {}
+        #: How many engram targets a packet from each step may reach (maxDownstreams).
+        self.max_downstreams: dict[str, int] = {}
         for node in topology.steps:
             source_settings = settings.get(node.id, StreamingSettings())
             self.routes[node.id] = self._walk(
@@ -210,11 +220,18 @@ class StoryPlan:
                 _partition(source_settings),
                 settings,
             )
+            routing = source_settings.routing
+            wanted = routing.max_downstreams if routing and routing.max_downstreams else 0
+            self.max_downstreams[node.id] = (
+                min(wanted, MAX_DOWNSTREAMS_HARD_CAP) if wanted > 0 else MAX_DOWNSTREAMS_HARD_CAP
+            )
         #: Sources whose packets need the primitive path (else the hub forwards bytes).
         self.evaluates: frozenset[str] = frozenset(
             source
             for source, routes in self.routes.items()
-            if self.cancel_previous or any(not route.plain for route in routes)
+            if self.cancel_previous
+            or any(not route.plain for route in routes)
+            or len(self.targets(source)) > self.max_downstreams[source]
         )
         self.engram_steps: frozenset[str] = frozenset(
             node.id for node in topology.steps if node.engram is not None
@@ -582,6 +599,9 @@ def _evaluate(
             if joined is None:
                 continue
             out = joined
+        if len(outcome.deliveries) >= plan.max_downstreams.get(source, MAX_DOWNSTREAMS_HARD_CAP):
+            outcome.filtered["max_downstreams"] += 1
+            continue
         outcome.deliveries.append(
             Delivery(
                 target=route.target,
@@ -687,6 +707,17 @@ def _report_run_request(
     inputs: Any = None
     if route.runtime is not None:
         inputs = route.runtime.render(data, max_output=MAX_TEMPLATE_OUTPUT, budget=TEMPLATE_BUDGET)
+    encoded = json.dumps(inputs, default=str)
+    if len(encoded.encode()) > state.plan.inputs_max_bytes:
+        outcome.template_errors["inputs_too_large"] += 1
+        log.warning(
+            "run request of step %s refused: inputs of %d bytes exceed %d "
+            "(BUBU_HUB_INPUTS_MAX_BYTES; pass large data by reference)",
+            step.name,
+            len(encoded.encode()),
+            state.plan.inputs_max_bytes,
+        )
+        return
     outcome.run_requests[route.terminal or "run"] += 1
     event = {
         "event": "run_request",

@@ -16,7 +16,7 @@ from typing import Final, final
 import trio
 
 from bobravoz.runtime.channel import ChannelLimits, DropPolicy
-from bobravoz.runtime.hub.primitives import StoryPlan
+from bobravoz.runtime.hub.primitives import DEFAULT_INPUTS_MAX_BYTES, StoryPlan
 from bobravoz.runtime.topology import Topology
 
 #: Primitive steps the hub passes packets through (the Go hub's behaviour for these types).
@@ -63,10 +63,14 @@ class RunRoutes:
 
     __slots__ = ("_limits", "_targets", "plan", "topology")
 
-    def __init__(self, topology: Topology) -> None:
+    def __init__(self, topology: Topology, *, inputs_max_bytes: int | None = None) -> None:
         self.topology = topology
         #: The Story's compiled primitives (None: a topology without its Story forwards only).
-        self.plan = StoryPlan(topology) if topology.story is not None else None
+        self.plan = (
+            StoryPlan(topology, inputs_max_bytes=inputs_max_bytes or DEFAULT_INPUTS_MAX_BYTES)
+            if topology.story is not None
+            else None
+        )
         self._targets = {node.id: engram_targets(topology, node.id) for node in topology.steps}
         if self.plan is not None:
             for step in self.plan.evaluates:
@@ -121,7 +125,10 @@ class TopologyRegistry:
     """
 
     def __init__(self, fixed: Topology | None = None) -> None:
-        self.fixed = RunRoutes(fixed) if fixed is not None else None
+        #: Run requests' largest inputs (the hub sets it from its settings when it opens).
+        self.inputs_max_bytes: int | None = None
+        self._fixed_topology = fixed
+        self._fixed: RunRoutes | None = None
         self._runs: dict[tuple[str, str], RunRoutes] = {}
 
     def __len__(self) -> int:
@@ -133,9 +140,16 @@ class TopologyRegistry:
         if isinstance(change, SetTopology):
             current = self._runs.get(key)
             if current is None or current.topology != change.topology:
-                self._runs[key] = RunRoutes(change.topology)
+                self._runs[key] = RunRoutes(change.topology, inputs_max_bytes=self.inputs_max_bytes)
         else:
             self._runs.pop(key, None)
+
+    @property
+    def fixed(self) -> RunRoutes | None:
+        """Local mode's routes (built on first use, with the hub's settings)."""
+        if self._fixed is None and self._fixed_topology is not None:
+            self._fixed = RunRoutes(self._fixed_topology, inputs_max_bytes=self.inputs_max_bytes)
+        return self._fixed
 
     def lookup(self, namespace: str, storyrun: str) -> RunRoutes | None:
         """The routes of that StoryRun, or None."""

@@ -77,6 +77,7 @@ from bobravoz.runtime.handshake import (
 )
 from bobravoz.runtime.hub.binding import StepBinding, StreamSession
 from bobravoz.runtime.hub.primitives import (
+    DEFAULT_INPUTS_MAX_BYTES,
     STEPRUN_READY,
     STORYRUN_READY,
     Delivery,
@@ -145,6 +146,8 @@ class HubSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Bindings (step buffers) alive at once; past it a new one is refused (or its packet
     #: counted lost with reason ``budget``).
     max_bindings: int = 10_000
+    #: Largest rendered inputs of a run request (``executeStory``), in bytes of JSON.
+    inputs_max_bytes: int = DEFAULT_INPUTS_MAX_BYTES
     #: Bytes buffered across every binding; past it each step's drop policy applies
     #: (``block`` waits).
     max_buffered_bytes: int = 256 * 1024 * 1024
@@ -1330,6 +1333,7 @@ async def open_hub(
         async with open_supervisor(
             "hub", settings.restart, on_failure=metrics.failure_hook("hub")
         ) as supervisor:
+            topologies.inputs_max_bytes = settings.inputs_max_bytes
             hub = Hub(topologies, settings, metrics, supervisor, tracing)
             supervisor.start_child("reaper", hub.reap, restart=Restart.PERMANENT)
             supervisor.start_child("sleep-line", hub.release_delayed, restart=Restart.PERMANENT)

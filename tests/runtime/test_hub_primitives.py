@@ -376,3 +376,32 @@ def test_a_template_that_does_not_parse_is_refused_at_load_with_its_position() -
     assert "sink" in message_text
     assert caught.value.path == "$.spec.steps[1]"
     assert ":1:" in message_text  # line 1 of the template, then its column
+
+
+async def test_max_downstreams_caps_the_targets_and_execute_story_is_a_run_request() -> None:
+    text = story(
+        """    - {name: src, ref: {name: e}, transport: t}
+    - {name: a, ref: {name: e}, needs: [src], transport: t}
+    - {name: b, ref: {name: e}, needs: [src], transport: t}
+    - {name: c, ref: {name: e}, needs: [src], transport: t}
+    - name: child
+      type: executeStory
+      needs: [src]
+      transport: t
+      with: {storyRef: {name: other}}
+      runtime: {text: '{{ packet.text }}'}
+""",
+        transport="""      streaming:
+        routing: {maxDownstreams: 2}
+""",
+    )
+    async with story_run(text, ["a", "b", "c", "src"]) as run:
+        await run.streams["src"].send(message({"text": "hi"}))
+        await until(
+            lambda: run.counters("src").run_requests["executeStory"] == 1,
+            lambda: str(run.counters("src").run_requests),
+        )
+        await until(lambda: len(run.inbox.of("b")) == 1, lambda: str(run.inbox.packets))
+        assert len(run.inbox.of("a")) == 1
+        assert run.inbox.of("c") == []
+        assert run.counters("src").filtered["max_downstreams"] == 1

@@ -19,8 +19,9 @@ missing key is nil and nil prints as the empty string (see :mod:`.evaluator`).
 
 Every evaluation failure is a :class:`TemplateEvalError` whose ``reason`` is one of:
 
-- ``budget``: more than ``budget`` steps (commands, control statements, range iterations),
-  or an evaluation or value nested too deeply for the interpreter;
+- ``budget``: more than ``budget`` steps (commands, control statements, range iterations,
+  one more per KiB of string a function returns), or an evaluation or a value nested too
+  deeply for the interpreter;
 - ``output_too_large``: more than ``max_output`` characters of output;
 - ``type_error``: an operation on the wrong kind of value (field of a string, comparison of
   a string with a number, range over a string, arguments given to a non-function...);

@@ -67,7 +67,12 @@ def _kind(value: Any) -> str:
 
 def eq(*args: Any) -> bool:
     """``eq a b c...``: whether ``a`` equals any of the others (Go's comparison rules)."""
-    if len(args) < 2:
+    if len(args) == 2:
+        first, other = args
+        kind = type(first)
+        if kind is type(other) and (kind is str or kind is int or kind is float):
+            return bool(first == other)
+    elif len(args) < 2:
         raise FunctionError("missing argument for comparison")
     first = args[0]
     first_kind = _kind(first)
@@ -191,6 +196,8 @@ def index(*args: Any) -> Any:
     if not args:
         raise FunctionError("wrong number of args: want at least 1 got 0")
     item = args[0]
+    if len(args) == 2 and type(item) is dict and type(args[1]) is str:
+        return item.get(args[1])
     for key in args[1:]:
         if item is None:
             return None

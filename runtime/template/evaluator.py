@@ -13,7 +13,8 @@ Evaluation semantics (Go's ``text/template`` with BubuStack's choices):
 - ``and``/``or`` short-circuit and return the deciding argument (Go 1.18);
 - ``range`` iterates lists, maps in sorted key order, and integers ``0..n-1``; nil runs the
   ``else`` branch; anything else is a ``type_error``;
-- the step budget counts every command, every control statement and every range iteration;
+- the step budget counts every command, every control statement and every range iteration,
+  plus one step per KiB of any string a function returns;
 - the output cap counts every character emitted (and, for ``value``, a string result).
 """
 
@@ -121,6 +122,17 @@ def _call_failed(exc: Exception, name: str, where: str) -> TemplateEvalError:
     return TemplateEvalError(
         "function_error", f"{name}: {type(exc).__name__}: {detail} (at {where})"
     )
+
+
+#: A string a function returns costs one step per this many characters beyond the call's
+#: own step, so building big strings (``printf "%999999d"``) exhausts the budget too.
+_FREE_LENGTH: Final = 1024
+
+
+def _charge(state: State, length: int) -> None:
+    state.steps -= length // _FREE_LENGTH
+    if state.steps < 0:
+        raise budget_exhausted()
 
 
 def _noop(state: State, dot: Any, out: list[str]) -> None:
@@ -397,11 +409,14 @@ class _Compiler:
                 if state.steps < 0:
                     raise budget_exhausted()
                 try:
-                    return function()
+                    result = function()
                 except TemplateEvalError:
                     raise
                 except Exception as exc:
                     raise _call_failed(exc, name, where) from exc
+                if type(result) is str and len(result) > _FREE_LENGTH:
+                    _charge(state, len(result))
+                return result
 
             return call0
         if count == 1:
@@ -412,11 +427,14 @@ class _Compiler:
                 if state.steps < 0:
                     raise budget_exhausted()
                 try:
-                    return function(arg0(state, dot))
+                    result = function(arg0(state, dot))
                 except TemplateEvalError:
                     raise
                 except Exception as exc:
                     raise _call_failed(exc, name, where) from exc
+                if type(result) is str and len(result) > _FREE_LENGTH:
+                    _charge(state, len(result))
+                return result
 
             return call1
         if count == 2:
@@ -427,11 +445,14 @@ class _Compiler:
                 if state.steps < 0:
                     raise budget_exhausted()
                 try:
-                    return function(arg0(state, dot), arg1(state, dot))
+                    result = function(arg0(state, dot), arg1(state, dot))
                 except TemplateEvalError:
                     raise
                 except Exception as exc:
                     raise _call_failed(exc, name, where) from exc
+                if type(result) is str and len(result) > _FREE_LENGTH:
+                    _charge(state, len(result))
+                return result
 
             return call2
         arguments = tuple(args)
@@ -441,11 +462,14 @@ class _Compiler:
             if state.steps < 0:
                 raise budget_exhausted()
             try:
-                return function(*[arg(state, dot) for arg in arguments])
+                result = function(*[arg(state, dot) for arg in arguments])
             except TemplateEvalError:
                 raise
             except Exception as exc:
                 raise _call_failed(exc, name, where) from exc
+            if type(result) is str and len(result) > _FREE_LENGTH:
+                _charge(state, len(result))
+            return result
 
         return call_n
 
@@ -462,11 +486,14 @@ class _Compiler:
             if state.steps < 0:
                 raise budget_exhausted()
             try:
-                return function(*[arg(state, dot) for arg in arguments], piped)
+                result = function(*[arg(state, dot) for arg in arguments], piped)
             except TemplateEvalError:
                 raise
             except Exception as exc:
                 raise _call_failed(exc, name, where) from exc
+            if type(result) is str and len(result) > _FREE_LENGTH:
+                _charge(state, len(result))
+            return result
 
         return call
 
@@ -541,7 +568,10 @@ class _Compiler:
                 return self.root(node)
             return self.call(node, [])
         if isinstance(node, Chain):
-            return self.fields(self.operand(node.node), node.names, node.pos)
+            inner = node.node
+            if isinstance(inner, Identifier) and inner.root and inner.name != "now":
+                return self.root_fields(inner.name, node.names, node.pos)
+            return self.fields(self.operand(inner), node.names, node.pos)
         assert isinstance(node, SubPipe)
         return self.pipeline(node.pipe)
 
@@ -570,6 +600,22 @@ class _Compiler:
             return value
 
         return chain
+
+    def root_fields(self, root: str, names: tuple[str, ...], pos: int) -> Expr:
+        """``packet.a.b``: the data root's field ``root``, then its fields, in one closure."""
+        where = self.where(pos)
+
+        def root_chain(state: State, dot: Any) -> Any:
+            value = state.data
+            try:
+                value = value.get(root) if type(value) is dict else _field(value, root)
+                for name in names:
+                    value = value.get(name) if type(value) is dict else _field(value, name)
+            except Failure as exc:
+                raise _located(exc, where) from None
+            return value
+
+        return root_chain
 
     def root(self, node: Identifier) -> Expr:
         name = node.name

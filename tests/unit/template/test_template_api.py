@@ -278,6 +278,15 @@ def test_budget_counts_range_iterations() -> None:
     assert caught.value.reason == "budget"
 
 
+def test_budget_charges_big_strings_built_by_functions() -> None:
+    template = compile_template('{{ range 50 }}{{ $x := printf "%100000d" 1 }}{{ end }}')
+    # 50 iterations of (2 steps + ~97 per 100 kB string) ~ 5,000 steps; no output at all.
+    assert template.render({}, budget=6000) == ""
+    with pytest.raises(TemplateEvalError) as caught:
+        template.render({}, budget=4000)
+    assert caught.value.reason == "budget"
+
+
 def test_output_cap() -> None:
     template = compile_template("{{ range 10 }}abc{{ end }}")
     assert template.render({}, max_output=30) == "abc" * 10

@@ -606,7 +606,7 @@ class _Compiler:
         where = self.where(pos)
 
         def root_chain(state: State, dot: Any) -> Any:
-            value = state.data
+            value: Any = state.data
             try:
                 value = value.get(root) if type(value) is dict else _field(value, root)
                 for name in names:

@@ -187,7 +187,8 @@ def _plan(
             events=(Event("Normal", "TransportCleanupComplete", "transport resources released"),),
         )
     try:
-        topology = streaming_topology(story)
+        inputs = run.spec.inputs if isinstance(run.spec.inputs, dict) else None
+        topology = streaming_topology(story, inputs=inputs)
     except TopologyError as error:
         conditions = _conditions(run, "False", "InvalidConfiguration", str(error), now)
         return Plan(

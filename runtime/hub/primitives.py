@@ -39,9 +39,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, final
 
-from bobravoz.protocol.packets import read_parts, rewrite_packet
+from bobravoz.protocol.packets import (
+    PacketParts,
+    parse_envelope,
+    read_parts,
+    rewrite_packet,
+)
+from bobravoz.protocol.scan import TargetStamp, packet_parts, restamp, stamp_rewritten
 from bobravoz.protocol.structs import decode_struct, encode_struct
-from bobravoz.protocol.wire import PacketLayout, WireFormatError
+from bobravoz.protocol.wire import (
+    PacketLayout,
+    WireFormatError,
+    encode_len_field,
+    encode_string_field,
+)
 from bobravoz.runtime.envconfig import parse_duration
 from bobravoz.runtime.joins import JoinCache, Joined, JoinPolicy
 from bobravoz.runtime.partitioning import PartitionPolicy, choose_partition
@@ -337,36 +348,54 @@ class Rewrite:
     payload: bytes | None = None
     partition: str | None = None
 
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        """The metadata keys set, encoded."""
+        return tuple(key.encode() for key in self.metadata)
+
+    @property
+    def entries(self) -> bytes:
+        """The metadata set, as encoded map-entry fields of a DataPacket."""
+        return b"".join(
+            encode_len_field(1, encode_string_field(1, key) + encode_string_field(2, value))
+            for key, value in self.metadata.items()
+        )
+
 
 #: A packet that goes to its target unchanged.
 UNCHANGED: Final = Rewrite()
 
 
-def _apply_rewrite(rewrite: Rewrite, packet: bytes) -> bytes:
-    if rewrite is UNCHANGED:
-        return packet
-    return rewrite_packet(
-        packet,
-        layout=_DATA,
-        metadata_updates=rewrite.metadata,
-        inputs=rewrite.inputs,
-        payload=rewrite.payload,
-        partition=rewrite.partition,
-    )
-
-
 @final
 @dataclass(slots=True)
 class Delivery:
-    """A packet for ``target``: DataPacket bytes to stamp, now or ``delay`` seconds later."""
+    """A packet for ``target``: the source's DataPacket bytes and how they change for the
+    target (:meth:`stamp` writes both in one pass), now or ``delay`` seconds later."""
 
     target: str
     packet: bytes
     delay: float = 0.0
     #: (cycle key, token) when cancelPrevious may still cancel it while it waits.
     cycle: tuple[str, int] | None = None
-    #: What changed from the source's packet (applied again to later chunks of a set).
+    #: What changes from the source's packet (the same for every chunk of a set).
     rewrite: Rewrite = UNCHANGED
+
+    def stamp(self, stamp: TargetStamp, sequence: int) -> bytes:
+        """The ``ProcessResponse`` for the target: the rewrite, the target's identity and
+        the envelope stamp ``sequence`` (0: a heartbeat, left unstamped), in one pass."""
+        rewrite = self.rewrite
+        if rewrite is UNCHANGED:
+            return restamp(stamp, self.packet, sequence or None)
+        return stamp_rewritten(
+            stamp,
+            self.packet,
+            rewrite.entries,
+            rewrite.keys,
+            rewrite.inputs,
+            rewrite.payload,
+            rewrite.partition,
+            sequence,
+        )
 
 
 @final
@@ -440,6 +469,21 @@ def packet_view(payload: Mapping[str, Any], metadata: Mapping[str, str]) -> dict
     return view
 
 
+def _parts(packet: bytes) -> PacketParts:
+    """:func:`read_parts` in one compiled walk (:func:`packet_parts`) when it answers."""
+    metadata, p_start, p_end, i_start, i_end, e_start, e_end = packet_parts(packet)
+    if p_start == -2:
+        return read_parts(packet, _DATA)
+    pairs = iter(metadata)
+    return PacketParts(
+        metadata=dict(zip(pairs, pairs, strict=True)),
+        payload=packet[p_start:p_end] if p_start >= 0 else None,
+        inputs=packet[i_start:i_end] if i_start >= 0 else None,
+        envelope=parse_envelope(packet[e_start:e_end]) if e_start >= 0 else None,
+        frame_bytes=0,
+    )
+
+
 def _decode(data: bytes | None) -> dict[str, Any]:
     return decode_struct(data) if data else {}
 
@@ -489,7 +533,7 @@ def evaluate(
     routes = state.plan.routes.get(source, ())
     if not routes:
         return Outcome()
-    parts = read_parts(packet, _DATA)
+    parts = _parts(packet)
     envelope = parts.envelope
     chunk: tuple[str, str, str] | None = None
     if envelope is not None and envelope.chunk_count > 0 and not heartbeat:
@@ -525,7 +569,7 @@ def _same_decision(
         outcome.deliveries.append(
             Delivery(
                 target=delivery.target,
-                packet=_apply_rewrite(delivery.rewrite, packet),
+                packet=packet,
                 delay=delivery.delay,
                 cycle=delivery.cycle,
                 rewrite=delivery.rewrite,
@@ -605,7 +649,7 @@ def _evaluate(
         outcome.deliveries.append(
             Delivery(
                 target=route.target,
-                packet=_apply_rewrite(out, packet),
+                packet=packet,
                 delay=route.delay,
                 cycle=cycle if route.delay > 0 else None,
                 rewrite=out,

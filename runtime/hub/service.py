@@ -833,6 +833,7 @@ class Hub:
         rest without deciding again; the message itself goes back to the stream."""
         state = self._run_state(binding.namespace, binding.storyrun, routes)
         assert state is not None
+        counters = binding.counters
         routed = 0
         try:
             while routed < len(batch):
@@ -842,11 +843,23 @@ class Hub:
                 if pending is not None and pending[0] is raw:
                     deliveries, heartbeat = pending[1], pending[2]
                 else:
-                    packet = self._inspect(binding, raw, limit)
+                    # One compiled walk validates what real engrams send; the rest takes
+                    # the general checks.
+                    kind, start, end, _, _ = scan_process(raw, limit, ())
+                    packet = None
+                    if kind == DATA:
+                        packet = raw[start:end]
+                        counters.packets_in += 1
+                        counters.bytes_in += end - start
+                    elif kind == HEARTBEAT:
+                        packet = raw[start:end]
+                        counters.heartbeats_in += 1
+                    elif kind == SLOW:
+                        packet = self._inspect(binding, raw, limit)
                     deliveries = []
                     heartbeat = False
                     if packet is not None:
-                        heartbeat = is_heartbeat(packet, _DATA)
+                        heartbeat = kind == HEARTBEAT or is_heartbeat(packet, _DATA)
                         if self.tracing is not None and not heartbeat:
                             with self._route_span(binding, packet, "story") as traced:
                                 outcome = self._decide(state, binding, traced, heartbeat)
@@ -942,7 +955,7 @@ class Hub:
                 continue
             target.last_active = trio.current_time()
             sequence = 0 if heartbeat else target.next_sequence()
-            outgoing = restamp(target.stamp, delivery.packet, sequence or None)
+            outgoing = delivery.stamp(target.stamp, sequence)
             if self._offer_now(target, outgoing):
                 continue
             # The one waiting stays pending too: cancelled here, it is handed over again.
@@ -1028,7 +1041,7 @@ class Hub:
                 continue
             target.last_active = trio.current_time()
             sequence = 0 if heartbeat else target.next_sequence()
-            outgoing = restamp(target.stamp, delivery.packet, sequence or None)
+            outgoing = delivery.stamp(target.stamp, sequence)
             if not self._offer_now(target, outgoing):
                 # Still first in line while it waits: order holds and shutdown counts it.
                 target.sequence -= 0 if heartbeat else 1

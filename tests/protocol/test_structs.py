@@ -109,3 +109,78 @@ def test_rewrite_packet_sets_what_it_is_given_and_keeps_the_rest(
     if with_envelope:
         assert parsed.envelope is not None
         assert (parsed.envelope.stream_id, parsed.envelope.sequence) == ("s", 7)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    metadata_maps,
+    metadata_maps,
+    st.none() | objects,
+    st.none() | objects,
+    st.none() | st.text(max_size=8),
+    st.integers(0, 2**40),
+    st.booleans(),
+)
+def test_stamp_rewritten_equals_the_general_path(
+    metadata: dict[str, str],
+    updates: dict[str, str],
+    inputs: dict[str, Any] | None,
+    payload: dict[str, Any] | None,
+    partition: str | None,
+    sequence: int,
+    with_envelope: bool,
+) -> None:
+    from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataPacket, StreamEnvelope
+    from bobravoz.protocol.packets import (
+        rewrite_packet,
+        split_process_message,
+        wrap_process_message,
+    )
+    from bobravoz.protocol.scan import TargetStamp, stamp_rewritten
+    from bobravoz.protocol.wire import PacketLayout
+
+    stamp = TargetStamp(
+        metadata_updates={"storyrun-name": "r", "current-step-id": "sink"}, stream_id="ns/r/sink"
+    )
+    packet = bytes(
+        DataPacket(
+            metadata={**metadata, "current-step-id": "source"},
+            payload=Struct.from_dict({"old": 1.0}),
+            inputs=Struct.from_dict({"old": 2.0}),
+            binary=BinaryFrame(payload=b"frame"),
+            envelope=StreamEnvelope(stream_id="up", sequence=9, partition="was", chunk_id="")
+            if with_envelope
+            else None,
+        )
+    )
+    encoded_inputs = encode_struct(inputs) if inputs is not None else None
+    encoded_payload = encode_struct(payload) if payload is not None else None
+    fast = stamp_rewritten(
+        stamp,
+        packet,
+        b"".join(
+            bytes(DataPacket(metadata={key: value}))  # one map-entry field each
+            for key, value in updates.items()
+        ),
+        tuple(key.encode() for key in updates),
+        encoded_inputs,
+        encoded_payload,
+        partition,
+        sequence,
+    )
+    general = wrap_process_message(
+        rewrite_packet(
+            packet,
+            layout=PacketLayout.DATA_PACKET,
+            metadata_updates={**updates, **stamp.updates},
+            inputs=encoded_inputs,
+            payload=encoded_payload,
+            partition=partition,
+            sequence=(stamp.stream_id, sequence) if sequence else None,
+        )
+    )
+    fast_packet, _ = split_process_message(fast)
+    general_packet, _ = split_process_message(general)
+    assert fast_packet is not None
+    assert general_packet is not None
+    assert DataPacket.parse(fast_packet) == DataPacket.parse(general_packet)

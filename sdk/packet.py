@@ -22,6 +22,7 @@ from bobravoz.protocol.gen.transport.v1 import (
 )
 from bobravoz.protocol.packets import EnvelopeFields, parse_envelope
 from bobravoz.protocol.scan import DATA_REQUEST_LAYOUT, SLOW, scan_packet
+from bobravoz.protocol.structs import decode_struct
 from bobravoz.protocol.wire import (
     LEN,
     VARINT,
@@ -129,8 +130,9 @@ def _encode_plain(packet: Packet) -> bytes:
 
 
 def _decode_plain(data: bytes) -> Packet | None:
-    """The packet in ``data`` when it holds only metadata, a binary frame and a plain
-    envelope, each well-formed (checked in one pass); None for anything else."""
+    """The packet in ``data`` when it holds only metadata, a binary frame, ``payload`` and
+    ``inputs`` objects and a plain envelope, each well-formed (checked in one pass); None
+    for anything else."""
     kind, _, _ = scan_packet(data, 0, len(data), DATA_REQUEST_LAYOUT, ())
     if kind == SLOW:
         return None
@@ -169,7 +171,16 @@ def _decode_plain(data: bytes) -> Packet | None:
             seen_envelope = True
             packet.envelope = parse_envelope(data[top.value_start : top.end])
         elif number in (_PAYLOAD, _INPUTS):
-            return None  # JSON objects: the generated parser builds them
+            # JSON objects, read straight from the wire (the scan checked UTF-8 and depth)
+            value = decode_struct(data[top.value_start : top.end])
+            if number == _PAYLOAD:
+                if packet.payload is not None:
+                    return None  # a repeated Struct merges: the generated parser does that
+                packet.payload = value
+            else:
+                if packet.inputs is not None:
+                    return None
+                packet.inputs = value
     return packet
 
 

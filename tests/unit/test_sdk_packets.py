@@ -99,16 +99,40 @@ plain_packets = st.builds(
 )
 
 
-@given(packet=plain_packets, flip=st.tuples(st.integers(0, 120), st.integers(0, 255)))
+_json_objects = st.dictionaries(
+    st.text(max_size=6),
+    st.recursive(
+        st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+        max_leaves=8,
+    ),
+    max_size=4,
+)
+
+
+@given(
+    packet=plain_packets,
+    flip=st.tuples(st.integers(0, 120), st.integers(0, 255)),
+    payload=st.none() | _json_objects,
+    inputs=st.none() | _json_objects,
+)
 def test_the_plain_decoder_reads_what_the_generated_parser_reads(
-    packet: Packet, flip: tuple[int, int]
+    packet: Packet,
+    flip: tuple[int, int],
+    payload: dict[str, object] | None,
+    inputs: dict[str, object] | None,
 ) -> None:
-    """Metadata, binary and envelope packets (damaged or not): whatever the plain decoder
-    accepts, the generated parser decodes to the same packet."""
+    """Metadata, binary, payload, inputs and envelope packets (damaged or not): whatever the
+    plain decoder accepts, the generated parser decodes to the same packet."""
+    from bobravoz.protocol.gen.google.protobuf import Struct
     from bobravoz.protocol.gen.transport.v1 import DataRequest, StreamEnvelope
     from bobravoz.sdk import packet as module
 
     request = DataRequest(metadata=packet.metadata)
+    if payload is not None:
+        request.payload = Struct.from_dict(payload)
+    if inputs is not None:
+        request.inputs = Struct.from_dict(inputs)
     if packet.binary is not None:
         from bobravoz.protocol.gen.transport.v1 import BinaryFrame
 
@@ -154,4 +178,9 @@ def test_binary_packets_take_the_plain_paths() -> None:
     data = encode_packet(sample)
     assert data == module._encode_plain(sample)  # noqa: SLF001
     assert module._decode_plain(data) == sample  # noqa: SLF001
-    assert module._decode_plain(encode_packet(Packet(payload={"a": 1}))) is None  # noqa: SLF001
+    # payload and inputs objects are read straight from the wire too (not by the generated
+    # class); audio still takes the generated class
+    objects = Packet(payload={"a": 1.0}, inputs={"b": [True, None]})
+    assert module._decode_plain(encode_packet(objects)) == objects  # noqa: SLF001
+    audio = Packet(audio=AudioFrame(pcm=b"\x00\x01", sample_rate_hz=16000, channels=1))
+    assert module._decode_plain(encode_packet(audio)) is None  # noqa: SLF001

@@ -125,6 +125,21 @@ def parse_envelope(data: bytes) -> EnvelopeFields:
     return EnvelopeFields(**values)  # type: ignore[arg-type]
 
 
+def encode_envelope(envelope: EnvelopeFields) -> bytes:
+    """The ``StreamEnvelope`` bytes of ``envelope`` (zero fields left out, as proto3 does)."""
+    parts: list[bytes] = []
+    for number in sorted((*_ENVELOPE_STRINGS, *_ENVELOPE_INTS)):
+        if number in _ENVELOPE_STRINGS:
+            text = getattr(envelope, _ENVELOPE_STRINGS[number])
+            if text:
+                parts.append(encode_string_field(number, text))
+        else:
+            value = getattr(envelope, _ENVELOPE_INTS[number])
+            if value:
+                parts.append(encode_varint_field(number, value))
+    return b"".join(parts)
+
+
 def read_envelope(packet: bytes, layout: PacketLayout) -> EnvelopeFields | None:
     """The packet's envelope, or None when it has none."""
     number = layout.value[7]
@@ -312,8 +327,8 @@ def rewrite_packet(
             envelope = value if envelope is None else envelope + value
             continue
         parts.append(packet[field.start : field.end])
-    for key, value in updates.items():
-        entry = encode_string_field(1, key) + encode_string_field(2, value)
+    for key, text in updates.items():
+        entry = encode_string_field(1, key) + encode_string_field(2, text)
         parts.append(encode_len_field(metadata_number, entry))
     if payload is not None:
         parts.append(encode_len_field(payload_number, payload))

@@ -20,9 +20,9 @@ from bobravoz.protocol.gen.transport.v1 import (
     StreamEnvelope,
     VideoFrame,
 )
-from bobravoz.protocol.packets import EnvelopeFields, parse_envelope
+from bobravoz.protocol.packets import EnvelopeFields, encode_envelope, parse_envelope
 from bobravoz.protocol.scan import DATA_REQUEST_LAYOUT, SLOW, scan_packet
-from bobravoz.protocol.structs import decode_struct
+from bobravoz.protocol.structs import decode_struct, encode_struct
 from bobravoz.protocol.wire import (
     LEN,
     VARINT,
@@ -83,16 +83,11 @@ class Packet:
 def encode_packet(packet: Packet) -> bytes:
     """The ``DataRequest`` bytes of ``packet``.
 
-    A packet of binary data and metadata (what streaming engrams mostly send) is written
-    field by field; any other through the generated message class.
+    A packet of binary data, metadata, ``payload``/``inputs`` objects and an envelope (what
+    streaming engrams mostly send) is written field by field; audio and video frames through
+    the generated message class.
     """
-    if (
-        packet.audio is None
-        and packet.video is None
-        and packet.payload is None
-        and packet.inputs is None
-        and packet.envelope is None
-    ):
+    if packet.audio is None and packet.video is None:
         return _encode_plain(packet)
     request = DataRequest(metadata=dict(packet.metadata))
     if packet.binary is not None:
@@ -126,6 +121,12 @@ def _encode_plain(packet: Packet) -> bytes:
         if value:
             entry += encode_string_field(2, value)
         parts.append(encode_len_field(_METADATA, entry))
+    if packet.payload is not None:
+        parts.append(encode_len_field(_PAYLOAD, encode_struct(packet.payload)))
+    if packet.inputs is not None:
+        parts.append(encode_len_field(_INPUTS, encode_struct(packet.inputs)))
+    if packet.envelope is not None:
+        parts.append(encode_len_field(_ENVELOPE, encode_envelope(packet.envelope)))
     return b"".join(parts)
 
 
@@ -172,23 +173,23 @@ def _decode_plain(data: bytes) -> Packet | None:
             packet.envelope = parse_envelope(data[top.value_start : top.end])
         elif number in (_PAYLOAD, _INPUTS):
             # JSON objects, read straight from the wire (the scan checked UTF-8 and depth)
-            value = decode_struct(data[top.value_start : top.end])
+            fields = decode_struct(data[top.value_start : top.end])
             if number == _PAYLOAD:
                 if packet.payload is not None:
                     return None  # a repeated Struct merges: the generated parser does that
-                packet.payload = value
+                packet.payload = fields
             else:
                 if packet.inputs is not None:
                     return None
-                packet.inputs = value
+                packet.inputs = fields
     return packet
 
 
 def decode_packet(data: bytes) -> Packet:
     """The :class:`Packet` in ``DataResponse`` bytes; raises ``ValueError`` when malformed.
 
-    Packets of metadata, binary data and an envelope are read field by field; any other
-    through the generated message class.
+    Packets of metadata, binary data, ``payload``/``inputs`` objects and an envelope are read
+    field by field; audio and video through the generated message class.
     """
     plain = _decode_plain(data)
     if plain is not None:

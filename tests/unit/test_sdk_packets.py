@@ -158,16 +158,30 @@ def test_the_plain_decoder_reads_what_the_generated_parser_reads(
     assert decode_packet(raw) == plain
 
 
-@given(packet=plain_packets)
-def test_the_plain_encoder_writes_what_the_generated_class_writes(packet: Packet) -> None:
-    from bobravoz.protocol.gen.transport.v1 import DataRequest
+@given(packet=plain_packets, payload=st.none() | _json_objects, inputs=st.none() | _json_objects)
+def test_the_plain_encoder_writes_what_the_generated_class_writes(
+    packet: Packet, payload: dict[str, object] | None, inputs: dict[str, object] | None
+) -> None:
+    from bobravoz.protocol.gen.google.protobuf import Struct
+    from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataRequest, StreamEnvelope
 
-    packet.envelope = None  # the plain encoder takes packets without an envelope
-    plain = encode_packet(packet)
-    packet.payload = {}  # forces the generated class
-    general = DataRequest.parse(encode_packet(packet))
-    general.payload = None
-    assert DataRequest.parse(plain) == general
+    packet.payload, packet.inputs = payload, inputs
+    expected = DataRequest(metadata=packet.metadata)
+    if packet.binary is not None:
+        expected.binary = BinaryFrame(
+            payload=packet.binary, mime_type=packet.mime_type, timestamp_ms=packet.timestamp_ms
+        )
+    if payload is not None:
+        expected.payload = Struct.from_dict(payload)
+    if inputs is not None:
+        expected.inputs = Struct.from_dict(inputs)
+    if packet.envelope is not None:
+        expected.envelope = StreamEnvelope(
+            stream_id=packet.envelope.stream_id,
+            sequence=packet.envelope.sequence,
+            partition=packet.envelope.partition,
+        )
+    assert DataRequest.parse(encode_packet(packet)) == expected
 
 
 def test_binary_packets_take_the_plain_paths() -> None:

@@ -42,7 +42,7 @@ import inspect
 import math
 import uuid
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
@@ -58,8 +58,11 @@ from bobravoz.runtime.template.sprig_args import (
     go_kind_name,
     go_type_name,
     int_arg,
+    is_list,
+    is_map,
     list_kind_arg,
     map_arg,
+    mutable_map_arg,
     string_arg,
     utf8,
 )
@@ -182,7 +185,7 @@ def _register(*names: str) -> Callable[[_Function], _Function]:
 
 def _printable(value: Any) -> str:
     """Go's ``%v`` of ``value``, refused when it would print longer than 1 MiB."""
-    if isinstance(value, list | dict):
+    if is_list(value) or is_map(value):
         printed_size(value)
     return go_string(value)
 
@@ -195,7 +198,7 @@ def _strval(value: Any) -> str:
 def _strslice(value: Any) -> list[str]:
     """Sprig's ``strslice``: list items (nil ones dropped) as strings; a non-list value as
     a one-string list; nil as an empty list."""
-    if isinstance(value, list):
+    if is_list(value):
         return [_strval(item) for item in value if item is not None]
     if value is None:
         return []
@@ -523,7 +526,7 @@ def _join(separator: Any, values: Any) -> str:
 @_register("sortAlpha")
 def _sort_alpha(values: Any) -> list[str]:
     """A list's items as strings, sorted (a non-list value: that value as a 1-item list)."""
-    if isinstance(values, list):
+    if is_list(values):
         return sorted(_strslice(values))
     return [_strval(values)]
 
@@ -867,11 +870,12 @@ def _compact(values: Any) -> list[Any]:
 @_register("slice", "mustSlice")
 def _slice(values: Any, *indices: Any) -> Any:
     """``slice LIST [START [END]]``: LIST[START:END]; nil for an empty list."""
-    if not isinstance(values, list):
+    if not is_list(values):
         kind = "<nil>" if values is None else go_kind_name(values)
         raise FunctionError(f"list should be type of slice or array but {kind}")
     if not values:
         return None
+    values = list(values)
     start = to_int64(indices[0]) if indices else 0
     end = to_int64(indices[1]) if len(indices) >= 2 else len(values)
     if not 0 <= start <= end <= len(values):
@@ -912,9 +916,9 @@ def _get(mapping: Any, key: Any) -> Any:
 
 
 @_register("set")
-def _set(mapping: Any, key: Any, value: Any) -> dict[str, Any]:
+def _set(mapping: Any, key: Any, value: Any) -> MutableMapping[str, Any]:
     """``set DICT KEY VALUE``: DICT itself, changed in place (as in Go)."""
-    items, name = map_arg(mapping), string_arg(key)
+    items, name = mutable_map_arg(mapping), string_arg(key)
     if items is None:
         raise FunctionError("assignment to entry in nil map")
     items[name] = value
@@ -922,9 +926,9 @@ def _set(mapping: Any, key: Any, value: Any) -> dict[str, Any]:
 
 
 @_register("unset")
-def _unset(mapping: Any, key: Any) -> dict[str, Any]:
+def _unset(mapping: Any, key: Any) -> MutableMapping[str, Any]:
     """``unset DICT KEY``: DICT itself without KEY, changed in place (as in Go)."""
-    items, name = map_arg(mapping), string_arg(key)
+    items, name = mutable_map_arg(mapping), string_arg(key)
     if items is None:
         return {}
     items.pop(name, None)
@@ -957,7 +961,7 @@ def _keys(*mappings: Any) -> list[str]:
     for mapping in mappings:
         items = map_arg(mapping)
         if items:
-            names.extend(sorted(items))
+            names.extend(sorted(items, key=str))
     return names
 
 
@@ -965,7 +969,7 @@ def _keys(*mappings: Any) -> list[str]:
 def _values(mapping: Any) -> list[Any]:
     """The values, in sorted key order (Go's order is random)."""
     items = map_arg(mapping)
-    return [items[key] for key in sorted(items)] if items else []
+    return [items[key] for key in sorted(items, key=str)] if items else []
 
 
 @_register("pick")
@@ -984,8 +988,8 @@ def _omit(mapping: Any, *names: Any) -> dict[str, Any]:
     return {key: value for key, value in items.items() if key not in unwanted}
 
 
-def _merged(target: Any, sources: tuple[Any, ...], overwrite: bool) -> dict[str, Any]:
-    destination = map_arg(target)
+def _merged(target: Any, sources: tuple[Any, ...], overwrite: bool) -> MutableMapping[str, Any]:
+    destination = mutable_map_arg(target)
     checked = [map_arg(source) for source in sources]
     if destination is None:
         destination = {}
@@ -996,13 +1000,13 @@ def _merged(target: Any, sources: tuple[Any, ...], overwrite: bool) -> dict[str,
 
 
 @_register("merge", "mustMerge")
-def _merge(target: Any, *sources: Any) -> dict[str, Any]:
+def _merge(target: Any, *sources: Any) -> MutableMapping[str, Any]:
     """``merge DST SRC...``: fill DST (in place) from each SRC; DST's values win."""
     return _merged(target, sources, overwrite=False)
 
 
 @_register("mergeOverwrite", "mustMergeOverwrite")
-def _merge_overwrite(target: Any, *sources: Any) -> dict[str, Any]:
+def _merge_overwrite(target: Any, *sources: Any) -> MutableMapping[str, Any]:
     """``mergeOverwrite DST SRC...``: like ``merge`` but later values win."""
     return _merged(target, sources, overwrite=True)
 
@@ -1015,7 +1019,7 @@ def _dig(*args: Any) -> Any:
     names = [string_arg(name) for name in args[:-2]]
     fallback, current = args[-2], args[-1]
     for name in names:
-        if not isinstance(current, dict):
+        if not is_map(current):
             raise FunctionError(
                 f"interface conversion: interface {{}} is {go_type_name(current)}, "
                 "not map[string]interface {}"

@@ -10,6 +10,7 @@ that a template can neither build an unbounded string nor walk an unbounded stru
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from bobravoz.runtime.template.errors import FunctionError
@@ -30,6 +31,19 @@ INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 
 
+def is_map(value: Any) -> bool:
+    """Whether ``value`` stands for a Go map: a dict, or any other Mapping."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def is_list(value: Any) -> bool:
+    """Whether ``value`` stands for a Go slice: a list, or another Sequence (a tuple) that is
+    not a string."""
+    return isinstance(value, list) or (
+        isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
+    )
+
+
 def go_type_name(value: Any) -> str:
     """What Go's ``%T`` prints for the Go value a JSON-like Python value stands for."""
     if value is None:
@@ -42,9 +56,9 @@ def go_type_name(value: Any) -> str:
         return "float64"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, list):
+    if is_list(value):
         return "[]interface {}"
-    if isinstance(value, dict):
+    if is_map(value):
         return "map[string]interface {}"
     return type(value).__name__
 
@@ -99,21 +113,36 @@ def bool_arg(value: Any) -> bool:
     raise _wrong_type("bool", value)
 
 
-def map_arg(value: Any) -> dict[str, Any] | None:
-    """A Go ``map[string]interface{}`` parameter: a dict, or None for a nil map."""
-    if value is None or isinstance(value, dict):
-        return value
+def map_arg(value: Any) -> Mapping[str, Any] | None:
+    """A Go ``map[string]interface{}`` parameter: a mapping, or None for a nil map."""
+    if value is None:
+        return None
+    if is_map(value):
+        mapping: Mapping[str, Any] = value
+        return mapping
     raise _wrong_type("map[string]interface {}", value)
 
 
+def mutable_map_arg(value: Any) -> MutableMapping[str, Any] | None:
+    """A map parameter a function changes in place (``set``, ``unset``, ``merge``); a
+    read-only mapping is refused."""
+    items = map_arg(value)
+    if items is None or isinstance(items, MutableMapping):
+        return items
+    raise FunctionError("cannot change a read-only map")
+
+
 def list_kind_arg(value: Any, message: str) -> list[Any]:
-    """A value Sprig's list functions inspect with reflection: it must be a slice.
+    """A value Sprig's list functions inspect with reflection: it must be a slice (returned
+    as a list; do not change it).
 
     ``message`` is Sprig's error with ``{}`` for the kind, e.g. ``"Cannot find first on
     type {}"``; nil is an error too (Go's reflection panics on it).
     """
     if isinstance(value, list):
         return value
+    if is_list(value):
+        return list(value)
     if value is None:
         raise FunctionError("reflect: call of Kind on nil Type")
     raise FunctionError(message.format(go_kind_name(value)))
@@ -131,9 +160,9 @@ def go_kind_name(value: Any) -> str:
         return "float64"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, list):
+    if is_list(value):
         return "slice"
-    if isinstance(value, dict):
+    if is_map(value):
         return "map"
     return "struct"
 

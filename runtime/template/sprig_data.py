@@ -13,10 +13,11 @@ Every walk is bounded by a :class:`WalkBudget` (depth and number of visited valu
 
 from __future__ import annotations
 
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from bobravoz.runtime.template.errors import FunctionError
-from bobravoz.runtime.template.sprig_args import MAX_STRING, WalkBudget
+from bobravoz.runtime.template.sprig_args import MAX_STRING, WalkBudget, is_list, is_map
 
 
 def is_empty(value: Any) -> bool:
@@ -27,24 +28,44 @@ def is_empty(value: Any) -> bool:
         return False
     if isinstance(value, int | float):
         return value == 0
-    if isinstance(value, str | list | dict):
+    if isinstance(value, str) or is_list(value) or is_map(value):
         return len(value) == 0
     return False
+
+
+def _kind(value: Any) -> str:
+    """The Go type a JSON-like value stands for (a tuple is a slice, a Mapping a map)."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float64"
+    if isinstance(value, str):
+        return "string"
+    if is_list(value):
+        return "slice"
+    if is_map(value):
+        return "map"
+    return type(value).__name__
 
 
 def deep_equal(left: Any, right: Any, budget: WalkBudget | None = None, depth: int = 0) -> bool:
     """Go's ``reflect.DeepEqual`` of two JSON-like values."""
     budget = budget or WalkBudget()
     budget.visit(depth)
-    if type(left) is not type(right):
+    kind = _kind(left)
+    if kind != _kind(right):
         return False
-    if isinstance(left, list):
+    if kind == "slice":
         if left is right:
             return True
         return len(left) == len(right) and all(
             deep_equal(a, b, budget, depth + 1) for a, b in zip(left, right, strict=True)
         )
-    if isinstance(left, dict):
+    if kind == "map":
         if left is right:
             return True
         if len(left) != len(right):
@@ -84,9 +105,9 @@ class EqualityKeys:
             return ("float", value) if value == value else ("nan", _Unequal())
         if isinstance(value, str):
             return ("string", value)
-        if isinstance(value, list):
+        if is_list(value):
             return ("slice", tuple(self.key(item, depth + 1) for item in value))
-        if isinstance(value, dict):
+        if is_map(value):
             return (
                 "map",
                 tuple(sorted((str(k), self.key(v, depth + 1)) for k, v in value.items())),
@@ -98,14 +119,14 @@ def deep_copy(value: Any, budget: WalkBudget | None = None, depth: int = 0) -> A
     """A copy sharing no list or map with ``value`` (copystructure ``Copy``)."""
     budget = budget or WalkBudget()
     budget.visit(depth)
-    if isinstance(value, list):
+    if is_list(value):
         return [deep_copy(item, budget, depth + 1) for item in value]
-    if isinstance(value, dict):
+    if is_map(value):
         return {key: deep_copy(item, budget, depth + 1) for key, item in value.items()}
     return value
 
 
-def merge(dst: dict[str, Any], src: dict[str, Any], *, overwrite: bool) -> None:
+def merge(dst: MutableMapping[str, Any], src: Mapping[str, Any], *, overwrite: bool) -> None:
     """mergo ``Merge`` (or ``MergeWithOverwrite``) of ``src`` into ``dst``, in place.
 
     Without overwrite a key of ``src`` fills a key of ``dst`` that is missing or empty, maps
@@ -117,7 +138,11 @@ def merge(dst: dict[str, Any], src: dict[str, Any], *, overwrite: bool) -> None:
 
 
 def _merge(
-    dst: dict[str, Any], src: dict[str, Any], overwrite: bool, budget: WalkBudget, depth: int
+    dst: MutableMapping[str, Any],
+    src: Mapping[str, Any],
+    overwrite: bool,
+    budget: WalkBudget,
+    depth: int,
 ) -> None:
     budget.visit(depth)
     for key, incoming in src.items():
@@ -128,7 +153,9 @@ def _merge(
             continue
         present = key in dst
         current = dst.get(key)
-        if present and isinstance(current, dict) and isinstance(incoming, dict):
+        if present and isinstance(current, Mapping) and isinstance(incoming, Mapping):
+            if not isinstance(current, MutableMapping):
+                current = dst[key] = dict(current)  # a read-only map is merged as a copy
             _merge(current, incoming, overwrite, budget, depth + 1)
             if current or incoming:
                 continue
@@ -143,12 +170,12 @@ def printed_size(value: Any, budget: WalkBudget | None = None, depth: int = 0) -
     budget.visit(depth)
     if isinstance(value, str):
         size = len(value)
-    elif isinstance(value, list):
+    elif is_list(value):
         size = 2 + len(value)
         for item in value:
             size += printed_size(item, budget, depth + 1)
             _check(size)
-    elif isinstance(value, dict):
+    elif is_map(value):
         size = 5 + 2 * len(value)
         for key, item in value.items():
             size += len(str(key)) + printed_size(item, budget, depth + 1)

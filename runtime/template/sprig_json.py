@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from bobravoz.runtime.template.errors import FunctionError
-from bobravoz.runtime.template.sprig_args import MAX_STRING, WalkBudget
+from bobravoz.runtime.template.sprig_args import MAX_STRING, WalkBudget, is_list, is_map
 
 _ESCAPE_HTML: Final = re.compile('[\\x00-\\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
 _ESCAPE_PLAIN: Final = re.compile('[\\x00-\\x1f"\\\\\u2028\u2029\ud800-\udfff]')
@@ -110,14 +111,14 @@ class _Writer:
             self.put(go_json_float(value))
         elif isinstance(value, str):
             self.string(value)
-        elif isinstance(value, list):
+        elif is_list(value):
             self.sequence(value, depth)
-        elif isinstance(value, dict):
+        elif is_map(value):
             self.mapping(value, depth)
         else:
             raise UnsupportedValue(f"json: unsupported type: {type(value).__name__}")
 
-    def sequence(self, items: list[Any], depth: int) -> None:
+    def sequence(self, items: Sequence[Any], depth: int) -> None:
         if not items:
             self.put("[]")
             return
@@ -130,7 +131,7 @@ class _Writer:
         self.newline(depth)
         self.put("]")
 
-    def mapping(self, items: dict[Any, Any], depth: int) -> None:
+    def mapping(self, items: Mapping[Any, Any], depth: int) -> None:
         if not items:
             self.put("{}")
             return

@@ -1085,3 +1085,26 @@ def test_integer_division_truncates_toward_zero(left: int, right: int) -> None:
     assert quotient * right + remainder == left
     assert abs(remainder) < abs(right)
     assert remainder == 0 or (remainder < 0) == (left < 0)
+
+
+def test_read_only_mappings_and_tuples_are_maps_and_lists() -> None:
+    from types import MappingProxyType
+
+    frozen = MappingProxyType({"b": 1, "a": (1, 2)})
+    assert call("keys", frozen) == ["a", "b"]
+    assert call("get", frozen, "b") == 1
+    assert call("first", (5, 6)) == 5
+    assert call("rest", (5, 6)) == [6]
+    assert call("toJson", frozen) == '{"a":[1,2],"b":1}'
+    assert call("deepEqual", frozen, {"b": 1, "a": [1, 2]}) is True
+    assert call("kindOf", frozen) == "map"
+    assert call("typeOf", (1,)) == "[]interface {}"
+    assert call("empty", MappingProxyType({})) is True
+    assert call("deepCopy", frozen) == {"a": [1, 2], "b": 1}
+    assert call("merge", {"a": {"x": 1}}, MappingProxyType({"a": {"y": 2}})) == {
+        "a": {"x": 1, "y": 2}
+    }
+    for name, args in (("set", (frozen, "c", 1)), ("unset", (frozen, "b")), ("merge", (frozen,))):
+        with pytest.raises(FunctionError, match="read-only"):
+            call(name, *args)
+    assert dict(frozen) == {"b": 1, "a": (1, 2)}

@@ -762,11 +762,18 @@ class Hub:
         the binding's actor is idle, waiting for its next batch (so order holds); return how
         many were routed. It stops at the first message that needs the general path, or a
         full ``block`` buffer, or when the actor is busy: the actor gets the rest."""
-        if not session.idle or binding.partial is not None or binding.released:
+        if (
+            not session.idle
+            or binding.partial is not None
+            or binding.pending is not None
+            or binding.released
+        ):
             return 0
         routes = self.topologies.lookup(binding.namespace, binding.storyrun)
-        if routes is None or routes.evaluates(binding.step):
+        if routes is None:
             return 0
+        if routes.evaluates(binding.step):
+            return self._route_now_evaluated(binding, routes, batch) if self.tracing is None else 0
         targets = routes.targets(binding.step)
         resolved = self._resolve(binding, routes, targets)
         limit = self.packet_limit
@@ -835,6 +842,8 @@ class Hub:
         assert state is not None
         counters = binding.counters
         routed = 0
+        # Offers within one pass are written together when it ends (or before it waits).
+        begin_write_behind()
         try:
             while routed < len(batch):
                 raw = batch[routed]
@@ -870,6 +879,7 @@ class Hub:
                 await self._hand_over(binding, routes, state, raw, deliveries, heartbeat)
                 routed += 1
         finally:
+            end_write_behind()
             if routed < len(batch):
                 stream.unreceive(batch[routed:])
 
@@ -960,7 +970,11 @@ class Hub:
                 continue
             # The one waiting stays pending too: cancelled here, it is handed over again.
             binding.pending = (raw, deliveries[index:], heartbeat)
-            await self._offer_waiting(target, outgoing)
+            end_write_behind()  # what this pass offered is written before waiting
+            try:
+                await self._offer_waiting(target, outgoing)
+            finally:
+                begin_write_behind()
             binding.pending = None
 
     def _delay(
@@ -1134,6 +1148,63 @@ class Hub:
                 }
             ),
         )
+
+    def _route_now_evaluated(
+        self, binding: StepBinding, routes: RunRoutes, batch: list[bytes]
+    ) -> int:
+        """:meth:`_route_now` for a source on the primitive path: decide and hand over the
+        leading messages of ``batch`` at once. At the first message that needs the general
+        checks it stops; at a full ``block`` buffer it leaves that message's remaining
+        deliveries on ``binding.pending`` (its sequence given back) for the actor, which
+        hands them over without deciding again."""
+        state = self._run_state(binding.namespace, binding.storyrun, routes)
+        if state is None:
+            return 0
+        counters = binding.counters
+        limit = self.packet_limit
+        routed = 0
+        try:
+            for raw in batch:
+                kind, start, end, _, _ = scan_process(raw, limit, ())
+                if kind == SLOW:
+                    break
+                if kind == NO_PACKET:
+                    routed += 1
+                    continue
+                heartbeat = kind == HEARTBEAT
+                if heartbeat:
+                    counters.heartbeats_in += 1
+                else:
+                    counters.packets_in += 1
+                    counters.bytes_in += end - start
+                outcome = self._decide(state, binding, raw[start:end], heartbeat)
+                deliveries = outcome.deliveries if outcome is not None else []
+                for index, delivery in enumerate(deliveries):
+                    if delivery.delay > 0:
+                        self._delay(state, binding, delivery, heartbeat)
+                        continue
+                    try:
+                        target = self._binding(
+                            binding.namespace, binding.storyrun, delivery.target, routes
+                        )
+                    except HandshakeError as refusal:
+                        reason = LOST_BUDGET if refusal.reason == "max_bindings" else LOST_REMOVED
+                        counters.lost[reason] += 1
+                        continue
+                    target.last_active = trio.current_time()
+                    sequence = 0 if heartbeat else target.next_sequence()
+                    if not self._offer_now(target, delivery.stamp(target.stamp, sequence)):
+                        if sequence:
+                            target.sequence = sequence  # the actor stamps it again
+                        binding.pending = (raw, deliveries[index:], heartbeat)
+                        return routed
+                routed += 1
+        except Exception:
+            # Never raise into the bridge: the actor takes the rest (and meets the same
+            # failure under its supervisor); this one is logged and counted here.
+            log.exception("routing in the read callback of %s failed", binding.key)
+            self.metrics.failures["read_callback"] += 1
+        return routed
 
     def _resolve(
         self, binding: StepBinding, routes: RunRoutes, targets: tuple[str, ...]

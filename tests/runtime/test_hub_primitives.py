@@ -57,6 +57,7 @@ class Received:
     payload: dict[str, Any]
     inputs: dict[str, Any]
     partition: str
+    sequence: int = 0
 
 
 @dataclass
@@ -85,6 +86,7 @@ async def _read(stream: ClientStream, into: list[Received]) -> None:
                         payload=decode_struct(parts.payload) if parts.payload else {},
                         inputs=decode_struct(parts.inputs) if parts.inputs else {},
                         partition=parts.envelope.partition if parts.envelope else "",
+                        sequence=parts.envelope.sequence if parts.envelope else 0,
                     )
                 )
     except (RemoteStatusError, trio.EndOfChannel):
@@ -198,8 +200,14 @@ async def test_routing_rules_allow_and_deny_per_target() -> None:
         routing:
           fanOut: parallel
           rules:
-            - {name: en, when: '{{ eq (default "" packet.metadata.lang) "en" }}', action: allow, target: {steps: [translate]}}
-            - {name: noise, when: '{{ eq (default "" packet.metadata.noisy) "true" }}', action: deny, target: {steps: [archive]}}
+            - name: en
+              when: '{{ eq (default "" packet.metadata.lang) "en" }}'
+              action: allow
+              target: {steps: [translate]}
+            - name: noise
+              when: '{{ eq (default "" packet.metadata.noisy) "true" }}'
+              action: deny
+              target: {steps: [archive]}
 """,
     )
     async with story_run(text, ["translate", "archive", "src"]) as run:
@@ -405,3 +413,50 @@ async def test_max_downstreams_caps_the_targets_and_execute_story_is_a_run_reque
         assert len(run.inbox.of("a")) == 1
         assert run.inbox.of("c") == []
         assert run.counters("src").filtered["max_downstreams"] == 1
+
+
+async def test_a_full_block_buffer_holds_the_primitive_path_and_nothing_is_lost() -> None:
+    """50 packets through a ``runtime`` template into a 5-message ``block`` buffer whose
+    step connects only later: the source waits (backpressure), and every packet arrives once,
+    in order, with consecutive sequences and its own rendered inputs."""
+    text = story(
+        """    - {name: src, ref: {name: e}, transport: t}
+    - name: sink
+      ref: {name: e}
+      needs: [src]
+      transport: t
+      runtime: {n: '{{ packet.n }}'}
+""",
+        transport="""      streaming:
+        backpressure: {buffer: {maxMessages: 5}}
+""",
+    )
+    with trio.fail_after(20):
+        async with (
+            open_grpc_loop(),
+            running_hub(local(text)) as running,
+            open_grpc_channel(running.endpoint) as channel,
+            channel.open_stream(PROCESS_METHOD, headers("src")) as src,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def produce() -> None:
+                for index in range(50):
+                    await src.send(message({"n": index}))
+
+            nursery.start_soon(produce)
+            await until(
+                lambda: (
+                    (b := running.hub.find("default", "run-1", "sink")) is not None
+                    and b.channel.depth == 5
+                ),
+                lambda: "the sink's buffer filling up",
+            )
+            got: list[Received] = []
+            async with channel.open_stream(PROCESS_METHOD, headers("sink")) as sink:
+                nursery.start_soon(_read, sink, got)
+                await until(lambda: len(got) == 50, lambda: f"{len(got)} of 50 delivered")
+                nursery.cancel_scope.cancel()
+    assert [r.inputs["n"] for r in got] == list(range(50))
+    assert [r.payload["n"] for r in got] == list(range(50))
+    assert [r.sequence for r in got] == list(range(1, 51))

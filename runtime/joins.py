@@ -204,6 +204,11 @@ class JoinCache(Generic[T]):
         part, has passed at ``now`` (default: the clock's time)."""
         return self._expire(self._clock() if now is None else now)
 
+    @property
+    def waiting(self) -> int:
+        """Parts waiting in the cache now, over every entry."""
+        return sum(len(entry.parts) for entry in self._entries.values())
+
     def next_deadline(self) -> float | None:
         """The clock time at which the oldest entry expires; None when none can."""
         for entry in self._entries.values():

@@ -109,6 +109,8 @@ class TransportMetrics(Collector):
         self.control_events_dropped: Callable[[], int] = lambda: 0
         #: Reads the number of live bindings (hub only).
         self.live_bindings: Callable[[], int] | None = None
+        #: Reads the packets waiting in fan-in join caches (hub only).
+        self.join_parts_waiting: Callable[[], int] | None = None
         self.depth_probes: dict[str, DepthProbe] = {}
         registry.register(self)
 
@@ -267,6 +269,14 @@ class TransportMetrics(Collector):
             )
             live.add_metric([comp], self.live_bindings())
             yield live
+        if self.join_parts_waiting is not None:
+            waiting = GaugeMetricFamily(
+                "bobravoz_join_parts_waiting",
+                "Packets waiting in fan-in join caches for their other parts.",
+                labels=["component"],
+            )
+            waiting.add_metric([comp], self.join_parts_waiting())
+            yield waiting
         handshakes = CounterMetricFamily(
             "bobravoz_handshakes_rejected",
             "Streams refused at the handshake, by reason.",

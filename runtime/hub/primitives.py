@@ -37,6 +37,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, final
 
 from bobravoz.protocol.packets import (
@@ -202,7 +203,7 @@ class StoryPlan:
         assert story is not None
         self.topology = topology
         self.inputs_max_bytes = inputs_max_bytes
-        self.inputs: dict[str, Any] = dict(topology.inputs)
+        self.inputs: Mapping[str, Any] = frozen(dict(topology.inputs))
         self.steps: dict[str, Step] = {step.step_id: step for step in story.spec.steps}
         self.names: dict[str, str] = {step.step_id: step.name for step in story.spec.steps}
         step_ids = {step.name: step.step_id for step in story.spec.steps}
@@ -453,20 +454,41 @@ class RunState:
         if len(recent) > _RECENT_JOINS:
             recent.popitem(last=False)
 
+    def close_joins(self) -> list[tuple[str, Joined[bytes]]]:
+        """Empty every join cache: (target, join) for each join left unfinished."""
+        left = [(target, join) for target, cache in self.joins.items() for join in cache.clear()]
+        self.joins.clear()
+        return left
+
+    def join_parts_waiting(self) -> int:
+        """Parts waiting in this StoryRun's join caches."""
+        return sum(cache.waiting for cache in self.joins.values())
+
     def join_completed(self, target: str, key: str) -> bool:
         """Whether ``key`` completed a join for ``target`` recently."""
         return key in self._recent_joins.get(target, ())
 
 
-def packet_view(payload: Mapping[str, Any], metadata: Mapping[str, str]) -> dict[str, Any]:
-    """The ``packet`` root of a template: the payload's fields, ``metadata``, and ``type`` /
-    ``kind`` from the metadata when the payload has none."""
+def packet_view(payload: Mapping[str, Any], metadata: Mapping[str, str]) -> Mapping[str, Any]:
+    """The ``packet`` root of a template (read-only): the payload's fields, ``metadata``,
+    and ``type`` / ``kind`` from the metadata when the payload has none."""
     view: dict[str, Any] = dict(payload)
-    view["metadata"] = dict(metadata)
+    view["metadata"] = MappingProxyType(dict(metadata))
     for key in ("type", "kind"):
         if key not in view and key in metadata:
             view[key] = metadata[key]
-    return view
+    return MappingProxyType(view)
+
+
+def frozen(value: Any) -> Any:
+    """``value`` with every dict inside it read-only (``MappingProxyType``): the hub hands
+    templates its shared state (inputs, step outputs), and Sprig's ``set``/``merge`` change
+    maps in place, so a template could otherwise change what later packets see."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: frozen(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return [frozen(item) for item in value]
+    return value
 
 
 def _parts(packet: bytes) -> PacketParts:
@@ -592,12 +614,14 @@ def _evaluate(
     plan = state.plan
     outcome = Outcome()
     metadata = parts.metadata
-    payload = _decode(parts.payload)
+    payload = frozen(_decode(parts.payload))
     if not heartbeat and (payload or parts.inputs):
-        outputs = {**_decode(parts.inputs), **payload}
+        outputs = MappingProxyType({**frozen(_decode(parts.inputs)), **payload})
         state.steps[plan.names.get(source, source)] = outputs
     view = packet_view(payload, metadata)
-    data: dict[str, Any] = {"inputs": plan.inputs, "steps": state.steps, "packet": view}
+    data: Mapping[str, Any] = MappingProxyType(
+        {"inputs": plan.inputs, "steps": MappingProxyType(state.steps), "packet": view}
+    )
     cycle: tuple[str, int] | None = None
     if plan.cancel_previous and not heartbeat:
         key = f"{state.namespace}/{state.storyrun}:{source}"
@@ -638,10 +662,18 @@ def _evaluate(
             outcome.filtered[out] += 1
             continue
         if isinstance(out, tuple):
-            joined, abandoned = out
-            outcome.abandoned.extend(abandoned)
+            joined, abandoned, absorbed = out
+            for reason, join in abandoned:
+                if reason == "join_replaced":
+                    # the join keeps each upstream's latest part: declared, not lost
+                    outcome.filtered[reason] += 1
+                else:
+                    outcome.abandoned.append((reason, join))
+            if absorbed:
+                # The parts a completed join absorbed (every part but this one) end here.
+                outcome.filtered["joined"] += absorbed
             if joined is None:
-                continue
+                continue  # waiting in the join cache (reported by its gauge)
             out = joined
         if len(outcome.deliveries) >= plan.max_downstreams.get(source, MAX_DOWNSTREAMS_HARD_CAP):
             outcome.filtered["max_downstreams"] += 1
@@ -672,32 +704,41 @@ def _deliver(
     source: str,
     route: Route,
     parts: Any,
-    payload: dict[str, Any],
-    data: dict[str, Any],
+    payload: Mapping[str, Any],
+    data: Mapping[str, Any],
     heartbeat: bool,
     now: float,
     chunk: tuple[str, str, str] | None,
-) -> Rewrite | str | tuple[Rewrite | None, list[tuple[str, Joined[bytes]]]]:
+) -> Rewrite | str | tuple[Rewrite | None, list[tuple[str, Joined[bytes]]], int]:
     """How the packet changes for ``route.target``; a filtered reason; or, for a join, the
-    joined packet's rewrite (None while waiting) with the joins abandoned meanwhile.
-    Chunked packets are not joined (a join would need the whole payload)."""
+    joined packet's rewrite (None while this part waits in the cache), the joins abandoned
+    meanwhile and how many earlier parts the completed join absorbed. A part is counted
+    once: ``joined`` when a completed join absorbs it, lost ``join_expired`` /
+    ``join_evicted`` when its join never completes. Chunked packets are not joined (a join
+    would need the whole payload)."""
     metadata = parts.metadata
     updates: dict[str, str] = {}
     new_payload: bytes | None = None
     abandoned: list[tuple[str, Joined[bytes]]] = []
+    absorbed = 0
     key = metadata.get(JOIN_KEY, "")
     if route.join_needs and key and not heartbeat and chunk is None:
         if state.join_completed(route.target, key):
             return "join_late"
         assert route.join_policy is not None
         cache = state.join_cache(route.target, route.join_policy)
+        replaced = cache.counts["replaced"]
         offered = cache.offer(key, source, route.join_needs, parts.payload or b"")
+        if cache.counts["replaced"] > replaced:
+            # This upstream's earlier part for the key gave way to this one: it ends here.
+            abandoned.append(("join_replaced", _replaced_part(key, source, route.join_needs)))
         abandoned.extend(("join_evicted", join) for join in offered.evicted)
         abandoned.extend(("join_expired", join) for join in offered.expired)
         if offered.joined is None:
-            return (None, abandoned) if abandoned else "joined"
+            return (None, abandoned, 0)
         state.remember_join(route.target, key)
         joined = offered.joined
+        absorbed = len(joined.parts) - 1
         names = plan_names(state.plan, route.join_needs)
         merged = {
             names[need]: _decode(joined.parts[need])
@@ -708,7 +749,9 @@ def _deliver(
         updates[JOIN_KEY] = key
         updates[JOIN_PARTS] = ",".join(names[n] for n in route.join_needs if n in joined.parts)
         updates[JOIN_COMPLETE] = "true" if joined.complete else "false"
-        data = {**data, "packet": packet_view({"joined": merged}, {**metadata, **updates})}
+        data = MappingProxyType(
+            {**data, "packet": packet_view({"joined": merged}, {**metadata, **updates})}
+        )
     inputs: bytes | None = None
     if route.runtime is not None and not heartbeat:
         rendered = route.runtime.render(
@@ -735,7 +778,12 @@ def _deliver(
         out = UNCHANGED
     else:
         out = Rewrite(metadata=updates, inputs=inputs, payload=new_payload, partition=partition)
-    return (out, abandoned) if abandoned else out
+    return (out, abandoned, absorbed) if abandoned or absorbed else out
+
+
+def _replaced_part(key: str, upstream: str, needs: tuple[str, ...]) -> Joined[bytes]:
+    """The record of one part a later part of the same upstream replaced."""
+    return Joined(key=key, parts={upstream: b""}, complete=False, needs=needs)
 
 
 def plan_names(plan: StoryPlan, steps: tuple[str, ...]) -> dict[str, str]:
@@ -819,7 +867,9 @@ def hook_allowed(plan: StoryPlan, step: str, packet: bytes) -> bool:
     view = packet_view(_decode(parts.payload), parts.metadata)
     try:
         return template.condition(
-            {"inputs": plan.inputs, "steps": {}, "packet": view},
+            MappingProxyType(
+                {"inputs": plan.inputs, "steps": MappingProxyType({}), "packet": view}
+            ),
             max_output=MAX_TEMPLATE_OUTPUT,
             budget=TEMPLATE_BUDGET,
         )

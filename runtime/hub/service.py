@@ -250,6 +250,7 @@ class Hub:
         self._delay_changed = trio.Event()
         metrics.open_streams = self.open_streams
         metrics.live_bindings = self.live_bindings
+        metrics.join_parts_waiting = self.join_parts_waiting
 
     # -- state, read by metrics and tests -------------------------------------------------
 
@@ -822,6 +823,8 @@ class Hub:
             return None
         key = (namespace, storyrun)
         state = self._runs.get(key)
+        if state is not None and state.plan is not routes.plan:
+            self._close_run(state, LOST_REMOVED)  # its Story changed: a fresh state
         if state is None or state.plan is not routes.plan:
             state = self._runs[key] = RunState(namespace, storyrun, routes.plan, trio.current_time)
         return state
@@ -1343,7 +1346,9 @@ class Hub:
         self.topologies.apply(change)
         if isinstance(change, RemoveTopology):
             key = (change.namespace, change.storyrun)
-            self._runs.pop(key, None)
+            state = self._runs.pop(key, None)
+            if state is not None:
+                self._close_run(state, LOST_REMOVED)
             if self.topologies.lookup(*key) is None:
                 for binding in self.bindings():
                     if (binding.namespace, binding.storyrun) == key:
@@ -1387,6 +1392,27 @@ class Hub:
                 f"the stream was open {duration:g} s, the hub's maximum stream duration: reconnect",
             )
         return len(overdue)
+
+    def _close_run(self, state: RunState, reason: str) -> int:
+        """Count the parts left in a StoryRun's join caches lost for ``reason``."""
+        lost = 0
+        for target, join in state.close_joins():
+            key = f"{state.namespace}/{state.storyrun}/{target}"
+            self.metrics.binding(key).lost[reason] += len(join.parts)
+            lost += len(join.parts)
+        if lost:
+            log.warning(
+                "%d join parts of %s/%s were left unjoined (%s)",
+                lost,
+                state.namespace,
+                state.storyrun,
+                reason,
+            )
+        return lost
+
+    def join_parts_waiting(self) -> int:
+        """Parts waiting in every StoryRun's join caches (a gauge's probe)."""
+        return sum(state.join_parts_waiting() for state in self._runs.values())
 
     def expire_joins(self, now: float) -> int:
         """Collect fan-in joins past their timeout in every StoryRun (each part counted lost
@@ -1434,6 +1460,8 @@ class Hub:
     def release_all(self, reason: str) -> int:
         """Release every binding (after the actors stopped); return the packets counted lost."""
         lost = self._lost_delayed(reason)
+        for state in self._runs.values():
+            lost += self._close_run(state, reason)
         for binding in self.bindings():
             lost += binding.channel.depth
             self._release(binding, reason)

@@ -342,20 +342,22 @@ def test_a_quorum_join_with_a_slow_upstream_and_a_missing_one(
     assert join_run.status == 1, "counted loss makes bobravoz up fail"
 
 
-@pytest.mark.xfail(
-    reason="hub: a part whose offer also evicts or expires other joins is counted nowhere "
-    "(runtime/hub/primitives.py _deliver returns (None, abandoned) instead of 'joined')",
-    strict=True,
-)
-def test_a_quorum_join_counts_every_absorbed_part_filtered_joined(
-    join_run: UpRun, join_plan: JoinPlan
-) -> None:
-    # Contract: a part absorbed into a join is counted filtered `joined`, except the one that
-    # completes it: the first part of each ok key, every gone part, and each late key's two
-    # parts (a's, and b's late one in its own entry).
+def test_every_part_offered_to_a_join_is_counted_once(join_run: UpRun, join_plan: JoinPlan) -> None:
+    # Each part ends in exactly one place: the joined packet delivered (the part that
+    # completes it), filtered `joined` (the parts that join absorbed), filtered `join_late`
+    # (after completion), or lost (`join_evicted`, `join_expired`).
     keys = join_plan.keys
-    absorbed = len(keys["ok"]) + len(keys["gone"]) + 2 * len(keys["late"])
-    assert join_run.filtered["joined"] == absorbed, join_run.output
+    offered = sum(join_run.step(name)["answered"] for name in UPSTREAMS)
+    assert offered == 3 * len(keys["ok"]) + len(keys["gone"]) + 2 * len(keys["late"])
+    assert join_run.filtered["joined"] == len(keys["ok"]), join_run.output
+    delivered = len(join_run.seen("sink"))
+    counted = (
+        delivered
+        + join_run.filtered["joined"]
+        + join_run.filtered["join_late"]
+        + join_run.counts["lost"]
+    )
+    assert counted == offered, join_run.output
 
 
 # --- hash partitioning ------------------------------------------------------------------

@@ -460,3 +460,28 @@ async def test_a_full_block_buffer_holds_the_primitive_path_and_nothing_is_lost(
     assert [r.inputs["n"] for r in got] == list(range(50))
     assert [r.payload["n"] for r in got] == list(range(50))
     assert [r.sequence for r in got] == list(range(1, 51))
+
+
+async def test_a_template_cannot_change_what_later_packets_see() -> None:
+    """Sprig's ``set`` changes maps in place: on the hub's shared state (step outputs, the
+    packet seen by every target) it is refused, and the next packet sees the old values."""
+    text = story(
+        """    - {name: src, ref: {name: e}, transport: t}
+    - name: a
+      ref: {name: e}
+      needs: [src]
+      transport: t
+      runtime: {tamper: '{{ set steps.src "n" 99 }}'}
+    - name: b
+      ref: {name: e}
+      needs: [src]
+      transport: t
+      runtime: {n: '{{ packet.n }}', seen: '{{ steps.src.n }}'}
+"""
+    )
+    async with story_run(text, ["a", "b", "src"]) as run:
+        await run.streams["src"].send(message({"n": 1}))
+        await until(lambda: len(run.inbox.of("b")) == 1, lambda: str(run.inbox.packets))
+        assert run.inbox.of("b")[0].inputs == {"n": 1.0, "seen": 1.0}
+        assert run.inbox.of("a") == []
+        assert run.counters("src").template_errors == {"function_error": 1}

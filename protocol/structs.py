@@ -59,6 +59,9 @@ def _value(data: bytes, start: int, end: int, depth: int) -> Any:
     result: Any = None
     for number, wire_type, value_start, value_end in _fields(data, start, end):
         if number == 1 and wire_type == VARINT:
+            if decode_varint(data, value_start)[0] != 0:
+                # NullValue has one member; protobuf's own Struct reader refuses others
+                raise WireFormatError("a Struct null_value other than NULL_VALUE")
             result = None
         elif number == 2 and wire_type == I64:
             result = _DOUBLE.unpack_from(data, value_start)[0]

@@ -26,6 +26,7 @@ from bobravoz.protocol.structs import decode_struct, encode_struct
 from bobravoz.protocol.wire import (
     LEN,
     VARINT,
+    WireFormatError,
     decode_varint,
     encode_len_field,
     encode_string_field,
@@ -173,7 +174,10 @@ def _decode_plain(data: bytes) -> Packet | None:
             packet.envelope = parse_envelope(data[top.value_start : top.end])
         elif number in (_PAYLOAD, _INPUTS):
             # JSON objects, read straight from the wire (the scan checked UTF-8 and depth)
-            fields = decode_struct(data[top.value_start : top.end])
+            try:
+                fields = decode_struct(data[top.value_start : top.end])
+            except WireFormatError:
+                return None  # the general path decides (and refuses it)
             if number == _PAYLOAD:
                 if packet.payload is not None:
                     return None  # a repeated Struct merges: the generated parser does that

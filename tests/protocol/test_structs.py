@@ -184,3 +184,11 @@ def test_stamp_rewritten_equals_the_general_path(
     assert fast_packet is not None
     assert general_packet is not None
     assert DataPacket.parse(fast_packet) == DataPacket.parse(general_packet)
+
+
+def test_a_null_value_other_than_null_is_refused_as_protobuf_does() -> None:
+    # {"k": null} with NullValue 1 (protobuf's Struct reader refuses it; found by hypothesis)
+    data = b"\n\x07\n\x01k\x12\x02\x08\x01"
+    with pytest.raises(WireFormatError, match="null_value"):
+        decode_struct(data)
+    assert decode_struct(data[:-1] + b"\x00") == {"k": None}

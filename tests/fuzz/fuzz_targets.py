@@ -591,6 +591,78 @@ def check_binding_envelope(data: bytes) -> bool:
     return True
 
 
+#: What a Story template sees: every root, nested values, strings that look like numbers.
+_TEMPLATE_DATA: Final = {
+    "inputs": {"systemPrompt": "be brief", "n": 3, "list": [1, "a", None, {"k": True}]},
+    "steps": {"transcribe": {"text": "hello", "score": 0.5}},
+    "packet": {
+        "type": "storyrun.ready",
+        "text": "hi",
+        "n": 2.0,
+        "items": [1, 2, 3],
+        "metadata": {"lang": "en", "participant": "ann", "count": "12"},
+    },
+}
+
+
+def check_template(data: bytes) -> bool:
+    """``compile_template`` raises only ``TemplateSyntaxError``; a compiled template's
+    ``render``, ``value`` and ``condition`` raise only ``TemplateEvalError`` and keep the
+    output cap and the budget (bounded work whatever the template)."""
+    from bobravoz.runtime.template import (
+        TemplateEvalError,
+        TemplateSyntaxError,
+        compile_template,
+    )
+
+    try:
+        template = compile_template(text_of(data), name="fuzz")
+    except TemplateSyntaxError as error:
+        expect(error.line >= 1 and error.column >= 1, f"position {error.line}:{error.column}")
+        return False
+    for evaluate in (template.render, template.value, template.condition):
+        try:
+            result = evaluate(_TEMPLATE_DATA, max_output=4096, budget=5_000)
+        except TemplateEvalError:
+            continue
+        if isinstance(result, str):
+            expect(len(result) <= 4096, f"{len(result)} characters past the 4096 cap")
+    return True
+
+
+def check_struct(data: bytes) -> bool:
+    """``decode_struct`` raises only ``WireFormatError``; what it decodes encodes back to
+    bytes that decode to the same object, and the compiled ``packet_parts`` walk agrees with
+    the general ``read_parts`` on every packet validation accepts."""
+    from bobravoz.protocol.packets import read_parts
+    from bobravoz.protocol.structs import decode_struct, encode_struct
+
+    accepted = False
+    try:
+        value = decode_struct(data)
+    except WireFormatError:
+        pass
+    else:
+        accepted = True
+        try:
+            again = decode_struct(encode_struct(value))
+        except ValueError as error:  # NaN and infinities decode but a Struct cannot hold them
+            expect("finite" in str(error), f"re-encoding {value!r}: {error}")
+        else:
+            expect(again == value or again != again, f"{value!r} -> {again!r}")
+    if validate_packet(data, PacketLayout.DATA_PACKET) is None:
+        parts = read_parts(data, PacketLayout.DATA_PACKET)
+        metadata, p_start, p_end, i_start, i_end, e_start, _ = scan.packet_parts(data)
+        if p_start != -2:
+            pairs = iter(metadata)
+            expect(dict(zip(pairs, pairs, strict=True)) == parts.metadata, "metadata differs")
+            expect((data[p_start:p_end] if p_start >= 0 else None) == parts.payload, "payload")
+            expect((data[i_start:i_end] if i_start >= 0 else None) == parts.inputs, "inputs")
+            expect((e_start >= 0) == (parts.envelope is not None), "envelope presence")
+        accepted = True
+    return accepted
+
+
 # --- the registry ---
 
 _PROTO_TOKENS: Final = (b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x2a", b"\x32", b"\x3a", b"\x42")
@@ -618,6 +690,32 @@ _YAML_TOKENS: Final = (
     b"null",
     b".nan",
     b"\n  ",
+)
+_TEMPLATE_TOKENS: Final = (
+    b"{{",
+    b"}}",
+    b"{{- ",
+    b" -}}",
+    b"packet.",
+    b"inputs.",
+    b"steps.",
+    b"metadata.",
+    b" | ",
+    b"$x := ",
+    b"if ",
+    b"else ",
+    b"end",
+    b"range ",
+    b"with ",
+    b"eq ",
+    b"default ",
+    b"printf ",
+    b"index ",
+    b"toJson ",
+    b"repeat ",
+    b"(",
+    b")",
+    b'"',
 )
 _JSON_TOKENS: Final = (b'"', b'":', b"{", b"}", b"[", b"]", b",", b"null", b"true", b"1e999")
 _ENV_TOKENS: Final = (
@@ -719,6 +817,21 @@ ALL: Final = (
         check_binding_envelope,
         "an exception other than BindingError; an envelope that does not round-trip",
         tokens=_JSON_TOKENS,
+    ),
+    Target(
+        "template",
+        check_template,
+        "an exception other than TemplateSyntaxError (compile) or TemplateEvalError "
+        "(evaluation); output past the cap",
+        max_len=2048,
+        tokens=_TEMPLATE_TOKENS,
+    ),
+    Target(
+        "struct",
+        check_struct,
+        "an exception other than WireFormatError; a Struct that does not round-trip; the "
+        "compiled packet walk disagreeing with the general one",
+        tokens=_PROTO_TOKENS,
     ),
 )
 BY_NAME: Final = {target.name: target for target in ALL}

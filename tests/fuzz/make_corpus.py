@@ -337,6 +337,40 @@ def binding_envelopes() -> dict[str, bytes]:
     }
 
 
+def templates() -> dict[str, bytes]:
+    """Story templates: the reference's, every construct, edge cases near the limits."""
+    return {
+        "hook-gate": b'{{ eq (default "" packet.type) "storyrun.ready" }}',
+        "runtime-text": b"{{ steps.transcribe.text }} to {{ packet.metadata.participant }}",
+        "range-printf": b'{{ range $i, $v := packet.items }}{{ printf "%03d" $v }},{{ end }}',
+        "with-else": b"{{- with packet.missing -}}{{ . }}{{- else -}}none{{- end -}}",
+        "json": b"{{ toJson inputs | b64enc | b64dec }}",
+        "edge-budget": b"{{ range until 10000 }}{{ range until 10000 }}x{{ end }}{{ end }}",
+        "edge-output": b'{{ repeat 100000 "x" }}',
+        "edge-unclosed": b"{{ if packet.n }}",
+        "edge-unknown-function": b"{{ nosuchfunction 1 }}",
+        "regression-deep-parens": b"{{ " + b"(" * 300 + b"1" + b")" * 300 + b" }}",
+    }
+
+
+def structs() -> dict[str, bytes]:
+    """Struct bytes and DataPackets whose payload, inputs and envelope the hub reads."""
+    return {
+        "payload": bytes(_payload()),
+        "deep": _deep_struct(40),
+        "data-packet": bytes(
+            DataPacket(
+                metadata={"lang": "en"},
+                payload=_payload(),
+                inputs=Struct.from_dict({"n": 1}),
+                envelope=StreamEnvelope(stream_id="s", sequence=1, partition="p1"),
+            )
+        ),
+        "edge-null-value-1": b"\n\x07\n\x01k\x12\x02\x08\x01",
+        "edge-truncated": bytes(_payload())[:-3],
+    }
+
+
 CORPORA = {
     "validate_packet": packets,
     "wire": packets,
@@ -350,6 +384,8 @@ CORPORA = {
     "environment": environments,
     "env_values": env_values,
     "binding_envelope": binding_envelopes,
+    "template": templates,
+    "struct": structs,
 }
 
 

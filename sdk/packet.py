@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, final
+from typing import Any, Final, final
 
 from bobravoz.protocol.constants import HEARTBEAT_KEY
 from bobravoz.protocol.gen.google.protobuf import Struct
@@ -20,22 +20,31 @@ from bobravoz.protocol.gen.transport.v1 import (
     StreamEnvelope,
     VideoFrame,
 )
-from bobravoz.protocol.packets import EnvelopeFields, encode_envelope, parse_envelope
+from bobravoz.protocol.packets import EnvelopeFields, encode_envelope
 from bobravoz.protocol.scan import DATA_REQUEST_LAYOUT, SLOW, scan_packet
 from bobravoz.protocol.structs import decode_struct, encode_struct
 from bobravoz.protocol.wire import (
+    I64,
     LEN,
     VARINT,
     WireFormatError,
     decode_varint,
     encode_len_field,
-    encode_string_field,
-    encode_varint_field,
-    iter_fields,
+    encode_varint,
 )
 
 #: ``DataRequest`` / ``DataResponse`` field numbers the plain paths read and write.
 _BINARY, _METADATA, _PAYLOAD, _INPUTS, _ENVELOPE = 3, 4, 5, 6, 8
+#: Their one-byte tags (all length-delimited).
+_BINARY_TAG, _METADATA_TAG, _PAYLOAD_TAG, _INPUTS_TAG, _ENVELOPE_TAG = (
+    number << 3 | LEN for number in (_BINARY, _METADATA, _PAYLOAD, _INPUTS, _ENVELOPE)
+)
+_BINARY_TAG_BYTES: Final = bytes((_BINARY_TAG,))
+_METADATA_TAG_BYTES: Final = bytes((_METADATA_TAG,))
+_UINT64: Final = (1 << 64) - 1
+#: The one-byte varints, and the first bytes of longer ones.
+_SMALL: Final = tuple(bytes((value,)) for value in range(128))
+_HIGH: Final = tuple(bytes((value | 0x80,)) for value in range(128))
 
 __all__ = [
     "AudioFrame",
@@ -108,20 +117,33 @@ def encode_packet(packet: Packet) -> bytes:
     return bytes(request)
 
 
+def _varint(value: int) -> bytes:
+    """The varint of a non-negative ``value``; one- and two-byte ones from tables."""
+    if value < 0x80:
+        return _SMALL[value]
+    if value < 0x4000:
+        return _HIGH[value & 0x7F] + _SMALL[value >> 7]
+    return encode_varint(value)
+
+
 def _encode_plain(packet: Packet) -> bytes:
     parts: list[bytes] = []
-    if packet.binary is not None:
-        frame = encode_len_field(1, packet.binary) if packet.binary else b""
+    binary = packet.binary
+    if binary is not None:
+        frame = b"\x0a" + _varint(len(binary)) + binary if binary else b""
         if packet.mime_type:
-            frame += encode_string_field(2, packet.mime_type)
+            mime_type = packet.mime_type.encode()
+            frame += b"\x12" + _varint(len(mime_type)) + mime_type
         if packet.timestamp_ms:
-            frame += encode_varint_field(3, packet.timestamp_ms)
-        parts.append(encode_len_field(_BINARY, frame))
+            frame += b"\x18" + encode_varint(packet.timestamp_ms)
+        parts += (_BINARY_TAG_BYTES, _varint(len(frame)), frame)
     for key, value in packet.metadata.items():
-        entry = encode_string_field(1, key)
+        key_bytes = key.encode()
+        entry = b"\x0a" + _varint(len(key_bytes)) + key_bytes
         if value:
-            entry += encode_string_field(2, value)
-        parts.append(encode_len_field(_METADATA, entry))
+            value_bytes = value.encode()
+            entry += b"\x12" + _varint(len(value_bytes)) + value_bytes
+        parts += (_METADATA_TAG_BYTES, _varint(len(entry)), entry)
     if packet.payload is not None:
         parts.append(encode_len_field(_PAYLOAD, encode_struct(packet.payload)))
     if packet.inputs is not None:
@@ -131,62 +153,124 @@ def _encode_plain(packet: Packet) -> bytes:
     return b"".join(parts)
 
 
+def _length(data: bytes, pos: int) -> tuple[int, int]:
+    """The length varint at ``pos`` (known well-formed): (length, position after it)."""
+    length = data[pos]
+    if length < 0x80:
+        return length, pos + 1
+    return decode_varint(data, pos)
+
+
+def _after_scalar(data: bytes, pos: int, wire_type: int) -> int:
+    """The position after the value at ``pos`` of a varint, 64- or 32-bit field."""
+    if wire_type == VARINT:
+        return decode_varint(data, pos)[1]
+    return pos + (8 if wire_type == I64 else 4)
+
+
 def _decode_plain(data: bytes) -> Packet | None:
     """The packet in ``data`` when it holds only metadata, a binary frame, ``payload`` and
     ``inputs`` objects and a plain envelope, each well-formed (checked in one pass); None
-    for anything else."""
-    kind, _, _ = scan_packet(data, 0, len(data), DATA_REQUEST_LAYOUT, ())
+    for anything else.
+
+    Once the scan vouched for it, every tag is one byte, every known field is length-delimited
+    and well-formed, audio, video and transports are absent: the walk below reads the values
+    without checking again."""
+    end = len(data)
+    kind, _, _ = scan_packet(data, 0, end, DATA_REQUEST_LAYOUT, ())
     if kind == SLOW:
         return None
-    packet = Packet()
-    metadata = packet.metadata
-    seen_frame = seen_envelope = False
-    for top in iter_fields(data):
-        number = top.number
-        if number == _METADATA:
+    metadata: dict[str, str] = {}
+    binary: bytes | None = None
+    mime_type = ""
+    timestamp_ms = 0
+    payload: dict[str, Any] | None = None
+    inputs: dict[str, Any] | None = None
+    envelope: Envelope | None = None
+    pos = 0
+    while pos < end:
+        tag = data[pos]
+        if tag & 7 != LEN:
+            pos = _after_scalar(data, pos + 1, tag & 7)  # an unknown field (number > 8)
+            continue
+        length, start = _length(data, pos + 1)
+        pos = start + length
+        if tag == _METADATA_TAG:
             key = value = ""
-            for inner in iter_fields(data[top.value_start : top.end]):
-                text = data[top.value_start + inner.value_start : top.value_start + inner.end]
-                if inner.number == 1:
-                    key = text.decode()
+            at = start
+            while at < pos:
+                inner = data[at]
+                size, at = _length(data, at + 1)
+                if inner == 0x0A:
+                    key = data[at : at + size].decode()
                 else:
-                    value = text.decode()
+                    value = data[at : at + size].decode()
+                at += size
             metadata[key] = value
-        elif number == _BINARY:
-            if seen_frame:
+        elif tag == _BINARY_TAG:
+            if binary is not None:
                 return None  # repeated frames merge: the generated parser does that
-            seen_frame = True
-            frame = data[top.value_start : top.end]
-            packet.binary = b""
-            for inner in iter_fields(frame):
-                if inner.number == 1 and inner.wire_type == LEN:
-                    packet.binary = frame[inner.value_start : inner.end]
-                elif inner.number == 2 and inner.wire_type == LEN:
-                    packet.mime_type = frame[inner.value_start : inner.end].decode()
-                elif inner.number == 3 and inner.wire_type == VARINT:
-                    packet.timestamp_ms = decode_varint(frame, inner.value_start)[0]
-                elif inner.number <= 3:
+            binary = b""
+            at = start
+            while at < pos:
+                inner = data[at]
+                wire_type = inner & 7
+                if wire_type == LEN:
+                    size, at = _length(data, at + 1)
+                    if inner == 0x0A:
+                        binary = data[at : at + size]
+                    elif inner == 0x12:
+                        mime_type = data[at : at + size].decode()
+                    elif inner >> 3 == 3:
+                        return None  # a timestamp of the wrong wire type
+                    at += size
+                elif inner == 0x18:
+                    timestamp_ms, at = decode_varint(data, at + 1)
+                elif inner >> 3 == 3:
                     return None
-        elif number == _ENVELOPE:
-            if seen_envelope:
-                return None
-            seen_envelope = True
-            packet.envelope = parse_envelope(data[top.value_start : top.end])
-        elif number in (_PAYLOAD, _INPUTS):
+                else:
+                    at = _after_scalar(data, at + 1, wire_type)
+        elif tag == _ENVELOPE_TAG:
+            # one envelope of stream_id, sequence and partition only (the scan checked)
+            stream_id = partition = ""
+            sequence = 0
+            at = start
+            while at < pos:
+                inner = data[at]
+                if inner == 0x10:
+                    sequence, at = decode_varint(data, at + 1)
+                    sequence &= _UINT64
+                    continue
+                size, at = _length(data, at + 1)
+                if inner == 0x0A:
+                    stream_id = data[at : at + size].decode()
+                else:
+                    partition = data[at : at + size].decode()
+                at += size
+            envelope = Envelope(stream_id=stream_id, sequence=sequence, partition=partition)
+        elif tag in (_PAYLOAD_TAG, _INPUTS_TAG):
             # JSON objects, read straight from the wire (the scan checked UTF-8 and depth)
             try:
-                fields = decode_struct(data[top.value_start : top.end])
+                fields = decode_struct(data[start:pos])
             except WireFormatError:
                 return None  # the general path decides (and refuses it)
-            if number == _PAYLOAD:
-                if packet.payload is not None:
+            if tag == _PAYLOAD_TAG:
+                if payload is not None:
                     return None  # a repeated Struct merges: the generated parser does that
-                packet.payload = fields
+                payload = fields
             else:
-                if packet.inputs is not None:
+                if inputs is not None:
                     return None
-                packet.inputs = fields
-    return packet
+                inputs = fields
+    return Packet(
+        binary=binary,
+        mime_type=mime_type,
+        timestamp_ms=timestamp_ms,
+        payload=payload,
+        inputs=inputs,
+        metadata=metadata,
+        envelope=envelope,
+    )
 
 
 def decode_packet(data: bytes) -> Packet:

@@ -19,7 +19,6 @@ from bobravoz.protocol.wire import (
     VARINT,
     WireFormatError,
     decode_varint,
-    encode_len_field,
     encode_varint,
 )
 
@@ -109,37 +108,62 @@ def decode_struct(data: bytes) -> dict[str, Any]:
         raise WireFormatError(f"truncated Struct: {error}") from None
 
 
+#: One-byte varints (lengths below 128: most keys and values), looked up, not built.
+_SMALL: Final = tuple(bytes((n,)) for n in range(128))
+
+
+def _length(size: int) -> bytes:
+    return _SMALL[size] if size < 128 else encode_varint(size)
+
+
 def _encode_value(value: Any, depth: int) -> bytes:
-    if depth > MAX_DEPTH:
-        raise ValueError("value nested too deep for a Struct")
+    """The ``Value`` bytes of ``value``."""
+    kind = type(value)
+    if kind is str:
+        text: bytes = value.encode()
+        return b"\x1a" + _length(len(text)) + text
     if value is None:
         return b"\x08\x00"
-    if value is True or value is False:
+    if kind is bool:
         return b"\x20\x01" if value else b"\x20\x00"
-    if isinstance(value, int | float):
+    if kind is int or kind is float or isinstance(value, int | float):
         number = float(value)
         if math.isnan(number) or math.isinf(number):
             raise ValueError("a Struct number must be finite")
         return b"\x11" + _DOUBLE.pack(number)
+    if depth > MAX_DEPTH:
+        raise ValueError("value nested too deep for a Struct")
     if isinstance(value, str):
-        return encode_len_field(3, value.encode())
+        text = value.encode()
+        return b"\x1a" + _length(len(text)) + text
     if isinstance(value, Mapping):
-        return encode_len_field(5, _encode_struct(value, depth + 1))
+        inner = _encode_struct(value, depth + 1)
+        return b"\x2a" + _length(len(inner)) + inner
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-        items = b"".join(encode_len_field(1, _encode_value(item, depth + 1)) for item in value)
-        return encode_len_field(6, items)
+        items = b"".join(
+            b"\x0a" + _length(len(item)) + item
+            for item in (_encode_value(element, depth + 1) for element in value)
+        )
+        return b"\x32" + _length(len(items)) + items
     raise ValueError(f"a Struct cannot hold a {type(value).__name__}")
 
 
 def _encode_struct(values: Mapping[Any, Any], depth: int) -> bytes:
     parts: list[bytes] = []
     for key, value in values.items():
-        if not isinstance(key, str):
+        if type(key) is not str:
             raise ValueError(f"a Struct key must be a string, not {type(key).__name__}")
         encoded_key = key.encode()
-        entry = b"\x0a" + encode_varint(len(encoded_key)) + encoded_key
-        entry += encode_len_field(2, _encode_value(value, depth))
-        parts.append(encode_len_field(1, entry))
+        encoded = _encode_value(value, depth)
+        entry = (
+            b"\x0a"
+            + _length(len(encoded_key))
+            + encoded_key
+            + b"\x12"
+            + _length(len(encoded))
+            + encoded
+        )
+        parts.append(b"\x0a" + _length(len(entry)) + entry)
     return b"".join(parts)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 
 from .errors import FunctionError
@@ -196,7 +197,7 @@ def index(*args: Any) -> Any:
     if not args:
         raise FunctionError("wrong number of args: want at least 1 got 0")
     item = args[0]
-    if len(args) == 2 and type(item) is dict and type(args[1]) is str:
+    if len(args) == 2 and type(item) in (dict, MappingProxyType) and type(args[1]) is str:
         return item.get(args[1])
     for key in args[1:]:
         if item is None:

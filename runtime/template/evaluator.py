@@ -21,6 +21,7 @@ Evaluation semantics (Go's ``text/template`` with BubuStack's choices):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
 from . import lexer
@@ -98,7 +99,8 @@ def text_of(value: Any) -> str:
 
 
 def _field(value: Any, name: str) -> Any:
-    if type(value) is dict:
+    kind = type(value)
+    if kind is dict or kind is MappingProxyType:  # the hub hands read-only maps
         return value.get(name)
     if value is None:
         return None
@@ -623,7 +625,7 @@ class _Compiler:
 
             def data_root(state: State, dot: Any) -> Any:
                 data = state.data
-                if type(data) is dict:
+                if type(data) is dict or type(data) is MappingProxyType:
                     return data.get(name)
                 return data.get(name) if isinstance(data, Mapping) else None
 

@@ -133,6 +133,15 @@ _STAMP_SLACK: Final = 32
 STAMP_ROOM: Final = 64 * 1024
 
 
+def _count_in(counters: BindingCounters, heartbeat: bool, size: int) -> None:
+    """Count one packet received: a heartbeat, or a data packet of ``size`` bytes."""
+    if heartbeat:
+        counters.heartbeats_in += 1
+    else:
+        counters.packets_in += 1
+        counters.bytes_in += size
+
+
 def heartbeat_packet() -> bytes:
     """A frameless ``DataPacket`` whose metadata says ``bubu-heartbeat: true``."""
     return retarget_packet(
@@ -793,11 +802,7 @@ class Hub:
                     ):
                         break
                     heartbeat = kind == HEARTBEAT
-                    if heartbeat:
-                        counters.heartbeats_in += 1
-                    else:
-                        counters.packets_in += 1
-                        counters.bytes_in += end - start
+                    _count_in(counters, heartbeat, end - start)
                     for _, target, refused in resolved:
                         if target is None:
                             counters.lost[refused] += 1
@@ -859,13 +864,9 @@ class Hub:
                     # the general checks.
                     kind, start, end, _, _ = scan_process(raw, limit, ())
                     packet = None
-                    if kind == DATA:
+                    if kind in (DATA, HEARTBEAT):
                         packet = raw[start:end]
-                        counters.packets_in += 1
-                        counters.bytes_in += end - start
-                    elif kind == HEARTBEAT:
-                        packet = raw[start:end]
-                        counters.heartbeats_in += 1
+                        _count_in(counters, kind == HEARTBEAT, end - start)
                     elif kind == SLOW:
                         packet = self._inspect(binding, raw, limit)
                     deliveries = []
@@ -960,13 +961,9 @@ class Hub:
             if delivery.delay > 0:
                 self._delay(state, binding, delivery, heartbeat)
                 continue
-            try:
-                target = self._binding(binding.namespace, binding.storyrun, delivery.target, routes)
-            except HandshakeError as refusal:
-                reason = LOST_BUDGET if refusal.reason == "max_bindings" else LOST_REMOVED
-                binding.counters.lost[reason] += 1
+            target = self._target(binding, delivery.target, routes, binding.counters)
+            if target is None:
                 continue
-            target.last_active = trio.current_time()
             sequence = 0 if heartbeat else target.next_sequence()
             outgoing = delivery.stamp(target.stamp, sequence)
             if self._offer_now(target, outgoing):
@@ -1175,26 +1172,16 @@ class Hub:
                     routed += 1
                     continue
                 heartbeat = kind == HEARTBEAT
-                if heartbeat:
-                    counters.heartbeats_in += 1
-                else:
-                    counters.packets_in += 1
-                    counters.bytes_in += end - start
+                _count_in(counters, heartbeat, end - start)
                 outcome = self._decide(state, binding, raw[start:end], heartbeat)
                 deliveries = outcome.deliveries if outcome is not None else []
                 for index, delivery in enumerate(deliveries):
                     if delivery.delay > 0:
                         self._delay(state, binding, delivery, heartbeat)
                         continue
-                    try:
-                        target = self._binding(
-                            binding.namespace, binding.storyrun, delivery.target, routes
-                        )
-                    except HandshakeError as refusal:
-                        reason = LOST_BUDGET if refusal.reason == "max_bindings" else LOST_REMOVED
-                        counters.lost[reason] += 1
+                    target = self._target(binding, delivery.target, routes, counters)
+                    if target is None:
                         continue
-                    target.last_active = trio.current_time()
                     sequence = 0 if heartbeat else target.next_sequence()
                     if not self._offer_now(target, delivery.stamp(target.stamp, sequence)):
                         if sequence:
@@ -1208,6 +1195,19 @@ class Hub:
             log.exception("routing in the read callback of %s failed", binding.key)
             self.metrics.failures["read_callback"] += 1
         return routed
+
+    def _target(
+        self, source: StepBinding, step: str, routes: RunRoutes, counters: BindingCounters
+    ) -> StepBinding | None:
+        """The binding of ``step`` in ``source``'s StoryRun, marked active (created on first
+        use); None, with the packet counted lost on ``counters``, when the hub refuses it."""
+        try:
+            target = self._binding(source.namespace, source.storyrun, step, routes)
+        except HandshakeError as refusal:
+            counters.lost[LOST_BUDGET if refusal.reason == "max_bindings" else LOST_REMOVED] += 1
+            return None
+        target.last_active = trio.current_time()
+        return target
 
     def _resolve(
         self, binding: StepBinding, routes: RunRoutes, targets: tuple[str, ...]
@@ -1252,11 +1252,7 @@ class Hub:
                     violation.message,
                 )
             return None
-        if is_heartbeat(packet, _DATA):
-            counters.heartbeats_in += 1
-        else:
-            counters.packets_in += 1
-            counters.bytes_in += len(packet)
+        _count_in(counters, is_heartbeat(packet, _DATA), len(packet))
         return packet
 
     async def _route(

@@ -22,6 +22,7 @@ the acceptor callback, the actors, the topology feed consumer and the reaper all
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import heapq
@@ -257,6 +258,11 @@ class Hub:
         ] = []
         self._delay_order = itertools.count()
         self._delay_changed = trio.Event()
+        #: Packets in the sleep line per (namespace, storyrun, target): bounded by the
+        #: target's buffer bound, so a blocked target holds its sources back instead.
+        self._sleeping: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        #: Set (and renewed) whenever a packet leaves the sleep line.
+        self._sleep_room = trio.Event()
         metrics.open_streams = self.open_streams
         metrics.live_bindings = self.live_bindings
         metrics.join_parts_waiting = self.join_parts_waiting
@@ -959,7 +965,15 @@ class Hub:
         ``binding.pending`` while it waits."""
         for index, delivery in enumerate(deliveries):
             if delivery.delay > 0:
-                self._delay(state, binding, delivery, heartbeat)
+                while not self._delay(state, binding, delivery, heartbeat, routes):
+                    # The sleep line holds what the target may: wait, holding the rest.
+                    binding.pending = (raw, deliveries[index:], heartbeat)
+                    end_write_behind()
+                    try:
+                        await self._wait_sleep_room()
+                    finally:
+                        begin_write_behind()
+                    binding.pending = None
                 continue
             target = self._target(binding, delivery.target, routes, binding.counters)
             if target is None:
@@ -978,8 +992,19 @@ class Hub:
             binding.pending = None
 
     def _delay(
-        self, state: RunState, binding: StepBinding, delivery: Delivery, heartbeat: bool
-    ) -> None:
+        self,
+        state: RunState,
+        binding: StepBinding,
+        delivery: Delivery,
+        heartbeat: bool,
+        routes: RunRoutes,
+    ) -> bool:
+        """Put ``delivery`` in the sleep line; False (nothing done) when the line already
+        holds as many packets for its target as the target's buffer may (the caller waits
+        for :meth:`_wait_sleep_room`, holding the message pending)."""
+        line = (state.namespace, state.storyrun, delivery.target)
+        if self._sleeping[line] >= routes.limits(delivery.target).max_messages:
+            return False
         span = None
         if self.tracing is not None and not heartbeat:
             # The wait is a hop of its own in the packet's trace: a child of hub.route,
@@ -1009,12 +1034,24 @@ class Hub:
             span,
         )
         heapq.heappush(self._delayed, entry)
+        self._sleeping[line] += 1
         if self._delayed[0] is entry:
             self._delay_changed.set()
+        return True
+
+    async def _wait_sleep_room(self) -> None:
+        """Wait until a packet leaves the sleep line."""
+        await self._sleep_room.wait()
 
     def _pop_delayed(self, outcome: str) -> None:
         """Take the first packet off the sleep line, ending its span with ``outcome``."""
-        span = heapq.heappop(self._delayed)[7]
+        _, _, state, _, _, delivery, _, span = heapq.heappop(self._delayed)
+        line = (state.namespace, state.storyrun, delivery.target)
+        self._sleeping[line] -= 1
+        if self._sleeping[line] <= 0:
+            del self._sleeping[line]
+        self._sleep_room.set()
+        self._sleep_room = trio.Event()
         if span is not None:
             span.set_attribute("outcome", outcome)
             span.end()
@@ -1177,7 +1214,9 @@ class Hub:
                 deliveries = outcome.deliveries if outcome is not None else []
                 for index, delivery in enumerate(deliveries):
                     if delivery.delay > 0:
-                        self._delay(state, binding, delivery, heartbeat)
+                        if not self._delay(state, binding, delivery, heartbeat, routes):
+                            binding.pending = (raw, deliveries[index:], heartbeat)
+                            return routed
                         continue
                     target = self._target(binding, delivery.target, routes, counters)
                     if target is None:

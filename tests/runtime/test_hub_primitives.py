@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from test_hub_inprocess import headers, local, running_hub, until
 
 from bobravoz.protocol.constants import PROCESS_METHOD
@@ -485,3 +486,51 @@ async def test_a_template_cannot_change_what_later_packets_see() -> None:
         assert run.inbox.of("b")[0].inputs == {"n": 1.0, "seen": 1.0}
         assert run.inbox.of("a") == []
         assert run.counters("src").template_errors == {"function_error": 1}
+
+
+async def test_the_sleep_line_is_bounded_by_the_targets_buffer() -> None:
+    """A step behind a ``sleep`` whose stream is not connected: its buffer (3) and its share
+    of the sleep line (3) fill, then the source waits (backpressure), holding nothing more in
+    the hub; once it connects, all 20 packets arrive once, in order."""
+    text = story(
+        """    - {name: src, ref: {name: e}, transport: t}
+    - {name: pause, type: sleep, needs: [src], transport: t, with: {duration: 10ms}}
+    - {name: sink, ref: {name: e}, needs: [pause], transport: t}
+""",
+        transport="""      streaming:
+        backpressure: {buffer: {maxMessages: 3}}
+""",
+    )
+    with trio.fail_after(20):
+        async with (
+            open_grpc_loop(),
+            running_hub(local(text)) as running,
+            open_grpc_channel(running.endpoint) as channel,
+            channel.open_stream(PROCESS_METHOD, headers("src")) as src,
+            trio.open_nursery() as nursery,
+        ):
+            sent = 0
+
+            async def produce() -> None:
+                nonlocal sent
+                for index in range(20):
+                    await src.send(message({"n": index}))
+                    sent += 1
+
+            nursery.start_soon(produce)
+            hub = running.hub
+
+            def held() -> int:
+                sink = hub.find("default", "run-1", "sink")
+                return (sink.channel.depth if sink else 0) + len(hub._delayed)  # noqa: SLF001
+
+            await until(lambda: held() == 6, lambda: f"{held()} held in the hub")
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert held() == 6, "the sleep line took more than the target's bound"
+            got: list[Received] = []
+            async with channel.open_stream(PROCESS_METHOD, headers("sink")) as sink:
+                nursery.start_soon(_read, sink, got)
+                await until(lambda: len(got) == 20, lambda: f"{len(got)} of 20 delivered")
+                nursery.cancel_scope.cancel()
+    assert [r.payload["n"] for r in got] == list(range(20))
+    assert [r.sequence for r in got] == list(range(1, 21))

@@ -16,7 +16,14 @@ import msgspec
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from bobravoz.controllers.kube import STORIES, STORYRUNS, TRANSPORTBINDINGS, ApiError, Kube
+from bobravoz.controllers.kube import (
+    ENGRAMS,
+    STORIES,
+    STORYRUNS,
+    TRANSPORTBINDINGS,
+    ApiError,
+    Kube,
+)
 from bobravoz.controllers.leader import LeaderElector
 from bobravoz.controllers.reconcile import (
     FINALIZER,
@@ -29,7 +36,7 @@ from bobravoz.controllers.watch import watch_forever
 from bobravoz.controllers.workqueue import WorkQueue
 from bobravoz.runtime.hub import TopologyFeed
 from bobravoz.runtime.models import ResourceError
-from bobravoz.runtime.resources import StoryRun, TransportBinding, parse_resource
+from bobravoz.runtime.resources import Engram, StoryRun, TransportBinding, parse_resource
 from bobravoz.runtime.story import Story, parse_story
 
 log = logging.getLogger(__name__)
@@ -127,6 +134,7 @@ class TransportController:
                 hub_endpoint=self.hub_endpoint,
                 now=_now(),
                 waiting_seconds=waiting,
+                job_steps=self._job_steps(run, story),
             )
             try:
                 self._apply(run, raw, plan)
@@ -166,6 +174,28 @@ class TransportController:
         return parse_story(
             msgspec.json.encode(raw), source=f"Story {namespace}/{run.spec.story_ref.name}"
         )
+
+    def _job_steps(self, run: StoryRun, story: Story | None) -> frozenset[str]:
+        """The engram steps of ``story`` whose Engram runs in ``job`` mode (an Engram that is
+        missing or unreadable counts as streaming)."""
+        if story is None:
+            return frozenset()
+        found: set[str] = set()
+        for step in story.spec.steps:
+            if not step.is_engram or step.ref is None:
+                continue
+            namespace = step.ref.namespace or run.metadata.namespace
+            raw = self.kube.get(ENGRAMS, namespace, step.ref.name)
+            if raw is None:
+                continue
+            try:
+                engram = parse_resource(raw, source=f"Engram {namespace}/{step.ref.name}")
+            except ResourceError as error:
+                log.warning("ignoring invalid Engram: %s", error)
+                continue
+            if isinstance(engram, Engram) and engram.spec.mode == "job":
+                found.add(step.step_id)
+        return frozenset(found)
 
     def _bindings(self, namespace: str) -> dict[str, TransportBinding]:
         items, _ = self.kube.list(TRANSPORTBINDINGS, namespace)

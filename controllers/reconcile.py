@@ -127,15 +127,23 @@ def plan_reconcile(
     hub_endpoint: str,
     now: str,
     waiting_seconds: float = 0.0,
+    job_steps: frozenset[str] = frozenset(),
 ) -> Plan:
     """Decide one reconcile of ``run`` (see the module docstring).
 
     ``bindings`` maps TransportBinding names (in the run's namespace) to their objects;
     ``now`` is the RFC 3339 time used for new condition transitions; ``waiting_seconds`` is how
-    long the run has been waiting for bindings (for the requeue backoff).
+    long the run has been waiting for bindings (for the requeue backoff); ``job_steps`` are
+    the engram steps whose Engram runs in ``job`` mode (the hub reports run requests for them).
     """
     plan = _plan(
-        run, story, bindings, hub_endpoint=hub_endpoint, now=now, waiting_seconds=waiting_seconds
+        run,
+        story,
+        bindings,
+        hub_endpoint=hub_endpoint,
+        now=now,
+        waiting_seconds=waiting_seconds,
+        job_steps=job_steps,
     )
     if run.metadata.deletion_timestamp is not None:
         return dataclasses.replace(plan, deleting=True, topology=None)
@@ -150,6 +158,7 @@ def _plan(
     hub_endpoint: str,
     now: str,
     waiting_seconds: float = 0.0,
+    job_steps: frozenset[str] = frozenset(),
 ) -> Plan:
     deleting = run.metadata.deletion_timestamp is not None
     has_finalizer = FINALIZER in run.metadata.finalizers
@@ -188,7 +197,7 @@ def _plan(
         )
     try:
         inputs = run.spec.inputs if isinstance(run.spec.inputs, dict) else None
-        topology = streaming_topology(story, inputs=inputs)
+        topology = streaming_topology(story, inputs=inputs, job_steps=job_steps)
     except TopologyError as error:
         conditions = _conditions(run, "False", "InvalidConfiguration", str(error), now)
         return Plan(

@@ -16,7 +16,7 @@ where the rule already gives p2p.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, final
 
 import msgspec
@@ -77,6 +77,9 @@ class Topology(msgspec.Struct, frozen=True, kw_only=True):
     story: Story | None = None
     #: The StoryRun's ``spec.inputs`` (the templates' ``inputs`` root).
     inputs: dict[str, Any] = {}
+    #: Engram steps whose Engram runs in ``job`` mode: a packet for one is a run request
+    #: (a batch StepRun per packet, "hybrid"), not a stream.
+    job_steps: frozenset[str] = frozenset()
 
     def has_step(self, step_id: str) -> bool:
         """Whether ``step_id`` is a step of this Story."""
@@ -121,10 +124,12 @@ def compute_topology(
     *,
     transport_defaults: Mapping[str, StreamingSettings] | None = None,
     inputs: Mapping[str, Any] | None = None,
+    job_steps: Iterable[str] = (),
 ) -> Topology:
     """The topology of ``story`` (checked by :func:`~bobravoz.runtime.story.parse_story`).
 
-    ``transport_defaults`` maps a Transport's name to its ``spec.streaming`` defaults.
+    ``transport_defaults`` maps a Transport's name to its ``spec.streaming`` defaults;
+    ``inputs`` are the StoryRun's; ``job_steps`` the engram steps whose Engram is a ``job``.
     """
     defaults = transport_defaults or {}
     steps = story.spec.steps
@@ -185,6 +190,7 @@ def compute_topology(
         edges=edges,
         story=story,
         inputs=dict(inputs or {}),
+        job_steps=frozenset(job_steps),
     )
 
 
@@ -230,9 +236,11 @@ def _p2p_obstacle(
     return None
 
 
-def streaming_topology(story: Story, *, inputs: Mapping[str, Any] | None = None) -> Topology:
+def streaming_topology(
+    story: Story, *, inputs: Mapping[str, Any] | None = None, job_steps: Iterable[str] = ()
+) -> Topology:
     """:func:`compute_topology` for a Story the transport serves: ``pattern: realtime`` only."""
-    return streaming_topology_with(story, inputs=inputs)
+    return streaming_topology_with(story, inputs=inputs, job_steps=job_steps)
 
 
 def streaming_topology_with(
@@ -240,6 +248,7 @@ def streaming_topology_with(
     *,
     transport_defaults: Mapping[str, StreamingSettings] | None = None,
     inputs: Mapping[str, Any] | None = None,
+    job_steps: Iterable[str] = (),
 ) -> Topology:
     """:func:`streaming_topology` with the Transports' streaming defaults by name."""
     if story.spec.pattern != "realtime":
@@ -247,7 +256,9 @@ def streaming_topology_with(
             f"Story {story.metadata.name!r} has pattern {story.spec.pattern!r} at $.spec.pattern; "
             "bobravoz streams realtime Stories only"
         )
-    return compute_topology(story, transport_defaults=transport_defaults, inputs=inputs)
+    return compute_topology(
+        story, transport_defaults=transport_defaults, inputs=inputs, job_steps=job_steps
+    )
 
 
 def describe_topology(topology: Topology) -> str:

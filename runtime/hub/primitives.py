@@ -11,7 +11,8 @@ The rules follow the Go hub (reference notes A4-A7, A11, A13, A17) where they ar
 
 - ``condition`` and ``parallel`` pass packets through; ``sleep`` delays them by
   ``with.duration`` (or ``with.for``); ``stop`` ends the path (filtered ``stop``);
-  ``executeStory`` is reported as a run request (counted, logged as a JSON event);
+  ``executeStory``, and a packet for a ``job``-mode engram step (the topology's
+  ``job_steps``), are reported as run requests (counted, logged as a JSON event);
 - an ``if`` that mentions neither ``packet`` nor ``steps`` is static: evaluated once per
   StoryRun; a runtime ``if`` is evaluated per packet; heartbeats bypass runtime ``if`` and
   routing rules;
@@ -119,7 +120,8 @@ class Route:
     #: ``(step, template)`` of every ``if`` on the way, the target's last.
     conditions: tuple[tuple[str, Template], ...]
     delay: float
-    #: ``stop`` or ``executeStory``: the packet ends here (not delivered to ``target``).
+    #: ``stop``, ``executeStory`` or ``job`` (a job-mode engram): the packet ends here as a
+    #: stop or a run request (not streamed to ``target``).
     terminal: str | None
     rules: tuple[Rule, ...]
     runtime: CompiledValue | None
@@ -272,7 +274,21 @@ class StoryPlan:
                 here = conditions
                 if node.id in self._conditions:
                     here = (*conditions, (node.id, self._conditions[node.id]))
-                if node.primitive is None:
+                if node.primitive is None and node.id in self.topology.job_steps:
+                    # A job-mode engram: each packet asks for a batch StepRun ("hybrid").
+                    found[node.id] = Route(
+                        target=node.id,
+                        via=via,
+                        conditions=here,
+                        delay=delay,
+                        terminal="job",
+                        rules=tuple(rule for rule in rules if rule.applies_to(node.id)),
+                        runtime=self._runtime.get(node.id),
+                        join_needs=(),
+                        join_policy=None,
+                        partition=None,
+                    )
+                elif node.primitive is None:
                     needs = node.needs if len(node.needs) > 1 else ()
                     found[node.id] = Route(
                         target=node.id,
@@ -799,6 +815,8 @@ def _report_run_request(
     inputs: Any = None
     if route.runtime is not None:
         inputs = route.runtime.render(data, max_output=MAX_TEMPLATE_OUTPUT, budget=TEMPLATE_BUDGET)
+    elif route.terminal == "job":
+        inputs = config  # the Go hub copies the step's `with` when there are no inputs
     encoded = json.dumps(inputs, default=str)
     if len(encoded.encode()) > state.plan.inputs_max_bytes:
         outcome.template_errors["inputs_too_large"] += 1
@@ -811,6 +829,8 @@ def _report_run_request(
         )
         return
     outcome.run_requests[route.terminal or "run"] += 1
+    now = datetime.datetime.now(datetime.UTC)
+    now_ms = int(now.timestamp() * 1000)
     event = {
         "event": "run_request",
         "kind": route.terminal,
@@ -818,9 +838,10 @@ def _report_run_request(
         "storyrun": state.storyrun,
         "step": step.name,
         "upstream": state.plan.names.get(source, source),
-        "storyRef": config.get("storyRef"),
+        "storyRef": config.get("storyRef") if route.terminal == "executeStory" else None,
+        "stepRun": f"{state.storyrun}-{step.name}-{now_ms}" if route.terminal == "job" else None,
         "inputs": inputs,
-        "at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "at": now.isoformat(),
     }
     log.info("%s", json.dumps(event, default=str))
 

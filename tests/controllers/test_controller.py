@@ -20,6 +20,7 @@ from bobravoz.controllers.reconcile import FINALIZER
 from bobravoz.runtime.hub import TopologyFeed, TopologyRegistry
 
 STORY = Path(__file__).resolve().parents[1] / "fixtures" / "stories" / "p2p-chain.yaml"
+HYBRID = STORY.with_name("hook-primitive-hybrid.yaml")
 HUB = "bobravoz-grpc-hub.bobravoz-system.svc.cluster.local:9000"
 RUNS = "runs.bubustack.io/v1alpha1/storyruns"
 BINDINGS = "transport.bubustack.io/v1alpha1/transportbindings"
@@ -154,3 +155,45 @@ async def test_controller_reconciles_a_storyrun_through_its_lifecycle() -> None:
         assert FINALIZER not in cleaned["metadata"].get("finalizers", [])
         await eventually(lambda: topologies.lookup("demo", "r1") is None)
         nursery.cancel_scope.cancel()
+
+
+async def test_the_hub_gets_the_runs_inputs_and_its_job_mode_engram_steps() -> None:
+    """Reference §5.4: ``summarize`` references a job-mode Engram, so the topology handed to
+    the hub names it a job step (each packet for it becomes a run request), and the
+    StoryRun's ``spec.inputs`` become the templates' ``inputs``."""
+    fake = FakeKube()
+    fake.put("bubustack.io/v1alpha1/stories", yaml.safe_load(HYBRID.read_text()))
+    for name, mode in (
+        ("livekit-bridge", "deployment"),
+        ("openai-chat", "deployment"),
+        ("summarizer", "job"),
+    ):
+        fake.put(
+            "bubustack.io/v1alpha1/engrams",
+            {
+                "apiVersion": "bubustack.io/v1alpha1",
+                "kind": "Engram",
+                "metadata": {"name": name, "namespace": "demo"},
+                "spec": {"templateRef": {"name": name}, "mode": mode},
+            },
+        )
+    fake.put(
+        RUNS,
+        {
+            "apiVersion": "runs.bubustack.io/v1alpha1",
+            "kind": "StoryRun",
+            "metadata": {"name": "r1", "namespace": "demo", "uid": "u1"},
+            "spec": {"storyRef": {"name": "greet-and-summarize"}, "inputs": {"lang": "en"}},
+        },
+    )
+    async with trio.open_nursery() as nursery:
+        host = await nursery.start(serve_fake_kube, fake)
+        controller = TransportController(
+            Kube(client_for(host)), HUB, TopologyFeed(), ControllerMetrics(CollectorRegistry())
+        )
+        plan = await trio.to_thread.run_sync(controller.reconcile, "demo/r1")
+        nursery.cancel_scope.cancel()
+    assert plan is not None
+    assert plan.topology is not None
+    assert plan.topology.job_steps == {"summarize"}
+    assert plan.topology.inputs == {"lang": "en"}

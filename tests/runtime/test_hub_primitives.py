@@ -32,7 +32,10 @@ from bobravoz.runtime.grpc_bridge import (
     open_grpc_channel,
     open_grpc_loop,
 )
+from bobravoz.runtime.hub import TopologyRegistry
 from bobravoz.runtime.status import RemoteStatusError
+from bobravoz.runtime.story import parse_story
+from bobravoz.runtime.topology import streaming_topology
 
 DATA = PacketLayout.DATA_PACKET
 
@@ -110,12 +113,16 @@ class Run:
 
 
 @asynccontextmanager
-async def story_run(text: str, steps: list[str]) -> AsyncIterator[Run]:
-    """Serve Story ``text`` and open a stream for each of ``steps`` (in order), readers on."""
+async def story_run(
+    text: str, steps: list[str], *, job_steps: tuple[str, ...] = ()
+) -> AsyncIterator[Run]:
+    """Serve Story ``text`` (``job_steps``: its job-mode engram steps) and open a stream for
+    each of ``steps`` (in order), readers on."""
+    registry = TopologyRegistry(streaming_topology(parse_story(text), job_steps=job_steps))
     with trio.fail_after(20):
         async with (
             open_grpc_loop(),
-            running_hub(local(text)) as running,
+            running_hub(registry) as running,
             open_grpc_channel(running.endpoint) as channel,
             AsyncExitStack() as stack,
         ):
@@ -534,3 +541,24 @@ async def test_the_sleep_line_is_bounded_by_the_targets_buffer() -> None:
                 nursery.cancel_scope.cancel()
     assert [r.payload["n"] for r in got] == list(range(20))
     assert [r.sequence for r in got] == list(range(1, 21))
+
+
+async def test_a_packet_for_a_job_mode_engram_is_a_run_request() -> None:
+    """The hybrid step of reference §5.4: a job-mode engram gets no stream; each packet for
+    it is reported as a run request with the rendered ``runtime`` inputs."""
+    text = story(
+        """    - {name: ingress, ref: {name: e}, transport: t}
+    - {name: live, ref: {name: e}, needs: [ingress], transport: t}
+    - name: summarize
+      ref: {name: summarizer}
+      needs: [ingress]
+      transport: t
+      runtime: {text: '{{ packet.text }}'}
+"""
+    )
+    async with story_run(text, ["live", "ingress"], job_steps=("summarize",)) as run:
+        for text_value in ("a", "b"):
+            await run.streams["ingress"].send(message({"text": text_value}))
+        await until(lambda: len(run.inbox.of("live")) == 2, lambda: str(run.inbox.packets))
+        assert run.counters("ingress").run_requests == {"job": 2}
+        assert run.hub.find("default", "run-1", "summarize") is None

@@ -30,8 +30,8 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from .errors import FunctionError
-from .gofmt import go_type, sprint, sprintf, sprintln
-from .values import truth
+from .gofmt import sprint, sprintf, sprintln
+from .values import go_type, truth
 
 
 class Failure(Exception):

@@ -27,7 +27,6 @@ from typing import Any, Final, TypeAlias
 from . import lexer
 from .builtins import Failure
 from .errors import FunctionError, TemplateEvalError
-from .gofmt import go_type
 from .parser import (
     Action,
     Break,
@@ -49,7 +48,7 @@ from .parser import (
     Variable,
     With,
 )
-from .values import go_string, truth
+from .values import go_string, go_type, truth
 
 
 class State:
@@ -403,24 +402,10 @@ class _Compiler:
         if name in _SHORT_CIRCUIT:
             return self.short_circuit(name, args, where)
         function = self.function(node)
+        # One and two arguments, the common cases, get their own closures: each repeats the
+        # step, error and charge lines because one closure branching on the count (or one
+        # more call per evaluation) measured 6-12% slower per evaluation; none or 3+: call_n.
         count = len(args)
-        if count == 0:
-
-            def call0(state: State, dot: Any) -> Any:
-                state.steps -= 1
-                if state.steps < 0:
-                    raise budget_exhausted()
-                try:
-                    result = function()
-                except TemplateEvalError:
-                    raise
-                except Exception as exc:
-                    raise _call_failed(exc, name, where) from exc
-                if type(result) is str and len(result) > _FREE_LENGTH:
-                    _charge(state, len(result))
-                return result
-
-            return call0
         if count == 1:
             (arg0,) = args
 

@@ -20,30 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .values import format_float_g
+from .values import format_float_g, go_type
 
 _MAX_WIDTH: Final = 1_000_000
 _LOWER: Final = "0123456789abcdefx"
 _UPPER: Final = "0123456789ABCDEFX"
-
-
-def go_type(value: Any) -> str:
-    """The Go type name of a JSON-like value, as ``%T`` prints it."""
-    if value is None:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "map[string]interface {}"
-    if isinstance(value, Sequence):
-        return "[]interface {}"
-    return type(value).__name__
 
 
 def _is_print(char: str) -> bool:
@@ -126,14 +107,17 @@ class _Formatter:
 
     # Padding.
 
-    def pad(self, text: str) -> str:
+    def pad(self, text: str, *, spaces: bool = False) -> str:
+        """``text`` padded to the width: on the right under ``-``, else on the left with
+        zeros under ``0`` (unless ``spaces``: integers, whose zeros are a precision, ``%U``,
+        NaN and Inf)."""
         flags = self.flags
         if not flags.width_present or flags.width <= len(text):
             return text
         fill = flags.width - len(text)
         if flags.minus:
             return text + " " * fill
-        return ("0" if flags.zero else " ") * fill + text
+        return ("0" if flags.zero and not spaces else " ") * fill + text
 
     def padding(self, count: int) -> str:
         return ("0" if self.flags.zero else " ") * max(count, 0)
@@ -259,12 +243,7 @@ class _Formatter:
             text = "+" + text
         elif flags.space:
             text = " " + text
-        saved = flags.zero
-        flags.zero = False
-        try:
-            return self.pad(text)
-        finally:
-            flags.zero = saved
+        return self.pad(text, spaces=True)
 
     def unicode(self, value: int) -> str:
         flags = self.flags
@@ -274,12 +253,7 @@ class _Formatter:
         text = "U+" + hex_digits.rjust(width, "0")
         if flags.sharp and code <= 0x10FFFF and _is_print(_rune(code)):
             text += f" '{_rune(code)}'"
-        saved = flags.zero
-        flags.zero = False
-        try:
-            return self.pad(text)
-        finally:
-            flags.zero = saved
+        return self.pad(text, spaces=True)
 
     # Floats.
 
@@ -305,12 +279,7 @@ class _Formatter:
         if num[1] in "IN":
             if num[1] == "N" and not flags.space and not flags.plus:
                 num = num[1:]
-            saved = flags.zero
-            flags.zero = False
-            try:
-                return self.pad(num)
-            finally:
-                flags.zero = saved
+            return self.pad(num, spaces=True)
         if flags.sharp and verb != "b":
             num = _sharp_float(num, verb, precision)
         if flags.plus or num[0] != "+":

@@ -10,10 +10,11 @@ that a template can neither build an unbounded string nor walk an unbounded stru
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from bobravoz.runtime.template.errors import FunctionError
+from bobravoz.runtime.template.values import go_kind, go_type, is_list, is_map
 
 MAX_STRING = 1 << 20
 """Longest string (in characters) a function may build: 1 MiB."""
@@ -31,42 +32,10 @@ INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 
 
-def is_map(value: Any) -> bool:
-    """Whether ``value`` stands for a Go map: a dict, or any other Mapping."""
-    return type(value) is dict or isinstance(value, Mapping)
-
-
-def is_list(value: Any) -> bool:
-    """Whether ``value`` stands for a Go slice: a list, or another Sequence (a tuple) that is
-    not a string."""
-    return isinstance(value, list) or (
-        isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
-    )
-
-
-def go_type_name(value: Any) -> str:
-    """What Go's ``%T`` prints for the Go value a JSON-like Python value stands for."""
-    if value is None:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if is_list(value):
-        return "[]interface {}"
-    if is_map(value):
-        return "map[string]interface {}"
-    return type(value).__name__
-
-
 def _wrong_type(expected: str, value: Any) -> FunctionError:
     if value is None:
         return FunctionError(f"invalid value; expected {expected}")
-    return FunctionError(f"wrong type for value; expected {expected}; got {go_type_name(value)}")
+    return FunctionError(f"wrong type for value; expected {expected}; got {go_type(value)}")
 
 
 def string_arg(value: Any) -> str:
@@ -148,23 +117,15 @@ def list_kind_arg(value: Any, message: str) -> list[Any]:
     raise FunctionError(message.format(go_kind_name(value)))
 
 
+_KIND_NAMES = {"nil": "invalid"}
+
+
 def go_kind_name(value: Any) -> str:
     """What Go's ``reflect.Kind.String`` says for the Go value behind ``value``."""
-    if value is None:
-        return "invalid"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if is_list(value):
-        return "slice"
-    if is_map(value):
-        return "map"
-    return "struct"
+    kind = go_kind(value)
+    if kind is None:
+        return "struct"
+    return _KIND_NAMES.get(kind, kind)
 
 
 def check_length(length: int) -> None:

@@ -17,7 +17,8 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from bobravoz.runtime.template.errors import FunctionError
-from bobravoz.runtime.template.sprig_args import MAX_STRING, WalkBudget, is_list, is_map
+from bobravoz.runtime.template.sprig_args import MAX_STRING, WalkBudget
+from bobravoz.runtime.template.values import go_kind, is_list, is_map
 
 
 def is_empty(value: Any) -> bool:
@@ -35,21 +36,7 @@ def is_empty(value: Any) -> bool:
 
 def _kind(value: Any) -> str:
     """The Go type a JSON-like value stands for (a tuple is a slice, a Mapping a map)."""
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if is_list(value):
-        return "slice"
-    if is_map(value):
-        return "map"
-    return type(value).__name__
+    return go_kind(value) or type(value).__name__
 
 
 def deep_equal(left: Any, right: Any, budget: WalkBudget | None = None, depth: int = 0) -> bool:

@@ -8,10 +8,7 @@ from typing import Any, Final
 from bobravoz.runtime.template.errors import FunctionError
 from bobravoz.runtime.template.sprig_args import (
     go_kind_name,
-    go_type_name,
     int_arg,
-    is_list,
-    is_map,
     list_kind_arg,
     map_arg,
     mutable_map_arg,
@@ -28,6 +25,7 @@ from bobravoz.runtime.template.sprig_numbers import (
     to_int64,
 )
 from bobravoz.runtime.template.sprig_registry import Registry, strval
+from bobravoz.runtime.template.values import go_type, is_list, is_map
 
 _REGISTRY = Registry()
 _register = _REGISTRY.register
@@ -292,7 +290,7 @@ def _dig(*args: Any) -> Any:
     for name in names:
         if not is_map(current):
             raise FunctionError(
-                f"interface conversion: interface {{}} is {go_type_name(current)}, "
+                f"interface conversion: interface {{}} is {go_type(current)}, "
                 "not map[string]interface {}"
             )
         if name not in current:

@@ -10,7 +10,6 @@ from bobravoz.runtime.template.errors import FunctionError
 from bobravoz.runtime.template.sprig_args import (
     INT64_MAX,
     INT64_MIN,
-    go_type_name,
     string_arg,
 )
 from bobravoz.runtime.template.sprig_registry import Registry
@@ -24,6 +23,7 @@ from bobravoz.runtime.template.sprig_time import (
     parse_time,
     to_rfc3339,
 )
+from bobravoz.runtime.template.values import go_type
 
 _REGISTRY = Registry()
 _register = _REGISTRY.register
@@ -55,7 +55,7 @@ def _instant(value: Any, *, default_now: bool) -> Instant:
                 raise
     if default_now:
         return now()
-    raise FunctionError(f"wrong type for value; expected time.Time; got {go_type_name(value)}")
+    raise FunctionError(f"wrong type for value; expected time.Time; got {go_type(value)}")
 
 
 @_register("now")

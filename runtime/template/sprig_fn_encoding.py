@@ -13,7 +13,6 @@ from bobravoz.runtime.template.errors import FunctionError
 from bobravoz.runtime.template.sprig_args import (
     from_utf8,
     go_kind_name,
-    go_type_name,
     string_arg,
     utf8,
 )
@@ -25,6 +24,7 @@ from bobravoz.runtime.template.sprig_json import UnsupportedValue
 from bobravoz.runtime.template.sprig_json import decode as json_decode
 from bobravoz.runtime.template.sprig_json import encode as json_encode
 from bobravoz.runtime.template.sprig_registry import Registry
+from bobravoz.runtime.template.values import go_type
 
 _REGISTRY = Registry()
 _register = _REGISTRY.register
@@ -159,19 +159,19 @@ def _uuidv4() -> str:
 @_register("typeOf")
 def _type_of(value: Any) -> str:
     """Go's ``%T`` of the value (``string``, ``float64``, ``[]interface {}``...)."""
-    return go_type_name(value)
+    return go_type(value)
 
 
 @_register("typeIs")
 def _type_is(name: Any, value: Any) -> bool:
     """``typeIs NAME VALUE``."""
-    return string_arg(name) == go_type_name(value)
+    return string_arg(name) == go_type(value)
 
 
 @_register("typeIsLike")
 def _type_is_like(name: Any, value: Any) -> bool:
     """``typeIsLike NAME VALUE`` (a pointer to NAME counts; there are none here)."""
-    target, actual = string_arg(name), go_type_name(value)
+    target, actual = string_arg(name), go_type(value)
     return target in (actual, "*" + actual)
 
 

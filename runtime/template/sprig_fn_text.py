@@ -11,7 +11,6 @@ from bobravoz.runtime.template.sprig_args import (
     bool_arg,
     check_length,
     int_arg,
-    is_list,
     string_arg,
 )
 from bobravoz.runtime.template.sprig_data import (
@@ -35,6 +34,7 @@ from bobravoz.runtime.template.sprig_text import (
     upper,
     wrap,
 )
+from bobravoz.runtime.template.values import is_list
 
 _REGISTRY = Registry()
 _register = _REGISTRY.register

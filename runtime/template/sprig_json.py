@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from bobravoz.runtime.template.errors import FunctionError
-from bobravoz.runtime.template.sprig_args import MAX_STRING, WalkBudget, is_list, is_map
+from bobravoz.runtime.template.sprig_args import MAX_STRING, WalkBudget
+from bobravoz.runtime.template.values import is_list, is_map
 
 _ESCAPE_HTML: Final = re.compile('[\\x00-\\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
 _ESCAPE_PLAIN: Final = re.compile('[\\x00-\\x1f"\\\\\u2028\u2029\ud800-\udfff]')

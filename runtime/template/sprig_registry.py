@@ -13,9 +13,9 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from bobravoz.runtime.template.errors import FunctionError
-from bobravoz.runtime.template.sprig_args import check_length, is_list, is_map
+from bobravoz.runtime.template.sprig_args import check_length
 from bobravoz.runtime.template.sprig_data import printed_size
-from bobravoz.runtime.template.values import go_string
+from bobravoz.runtime.template.values import go_string, is_list, is_map
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 

@@ -413,6 +413,16 @@ def _is_digit(text: str, index: int) -> bool:
     return index < len(text) and "0" <= text[index] <= "9"
 
 
+def _fraction_length(text: str) -> int:
+    """Length of the fraction ``text`` starts with (``.`` or ``,`` and digits), 0 if none."""
+    if len(text) < 2 or text[0] not in ".," or not _is_digit(text, 1):
+        return 0
+    length = 2
+    while _is_digit(text, length):
+        length += 1
+    return length
+
+
 def _getnum(text: str, fixed: bool) -> tuple[int, str]:
     if not _is_digit(text, 0):
         raise _Bad
@@ -634,15 +644,11 @@ def _parse_chunk(
         if parsed.second >= 60:
             raise _Bad
         # A fraction in the value but not in the layout is read anyway.
-        if len(text) >= 2 and text[0] in ".," and _is_digit(text, 1):
-            if _next_is_fraction(parts, position):
-                return text
-            length = 2
-            while _is_digit(text, length):
-                length += 1
-            parsed.nanos = _nanoseconds(text, length)
-            return text[length:]
-        return text
+        length = _fraction_length(text)
+        if length == 0 or _next_is_fraction(parts, position):
+            return text
+        parsed.nanos = _nanoseconds(text, length)
+        return text[length:]
     if kind in ("PM", "pm"):
         marker = text[:2]
         if len(text) < 2 or marker not in (("PM", "AM") if kind == "PM" else ("pm", "am")):
@@ -666,13 +672,11 @@ def _parse_chunk(
         parsed.nanos = _nanoseconds(text, length)
         return text[length:]
     if kind == "frac9":
-        if len(text) < 2 or text[0] not in ".," or not _is_digit(text, 1):
+        length = _fraction_length(text)
+        if length == 0:
             return text
-        count = 1
-        while _is_digit(text, count):
-            count += 1
-        parsed.nanos = _nanoseconds(text, count)
-        return text[count:]
+        parsed.nanos = _nanoseconds(text, length)
+        return text[length:]
     return _parse_zone_offset(kind, text, parsed)
 
 

@@ -11,6 +11,55 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
+def is_map(value: Any) -> bool:
+    """Whether ``value`` stands for a Go map: a dict, or any other Mapping."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def is_list(value: Any) -> bool:
+    """Whether ``value`` stands for a Go slice: a list, or another Sequence (a tuple) that is
+    not a string."""
+    return isinstance(value, list) or (
+        isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
+    )
+
+
+def go_kind(value: Any) -> str | None:
+    """The Go kind a JSON-like value stands for: ``nil``, ``bool``, ``int``, ``float64``,
+    ``string``, ``slice`` or ``map``; None for any other Python value."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float64"
+    if isinstance(value, str):
+        return "string"
+    if is_list(value):
+        return "slice"
+    if is_map(value):
+        return "map"
+    return None
+
+
+_GO_TYPES = {
+    "nil": "<nil>",
+    "slice": "[]interface {}",
+    "map": "map[string]interface {}",
+}
+
+
+def go_type(value: Any) -> str:
+    """What Go's ``%T`` prints for the Go value a JSON-like Python value stands for (another
+    Python value: its class name)."""
+    kind = go_kind(value)
+    if kind is None:
+        return type(value).__name__
+    return _GO_TYPES.get(kind, kind)
+
+
 def truth(value: Any) -> bool:
     """Go template truth: false, 0, nil, and empty strings, lists and maps are false."""
     if value is None or value is False:

@@ -436,6 +436,10 @@ class _StreamEnds:
     def sink(self, sink: Callable[[list[Any]], int] | None) -> None:
         self._inbound.sink = sink
 
+    def inbound_depth(self) -> int:
+        """Messages received and queued for :meth:`receive_batch`, not yet taken."""
+        return len(self._inbound.items)
+
     def unreceive(self, messages: Sequence[Any]) -> None:
         """Put received ``messages`` back in front of what is still to be received."""
         if messages:

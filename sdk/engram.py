@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import trio
 
@@ -151,6 +151,13 @@ def load_settings(environ: Mapping[str, str]) -> EngramSettings:
     )
 
 
+class PacketSender(Protocol):
+    """Where a handler's packets go (a trio memory channel's send end fits)."""
+
+    async def send(self, packet: Packet, /) -> None:
+        """Take ``packet``; waits while the outgoing buffer is full."""
+
+
 @final
 class StreamContext:
     """What a handler is given: its inbound packets, :meth:`emit`, its config and identity.
@@ -162,7 +169,7 @@ class StreamContext:
         self,
         *,
         inbox: trio.MemoryReceiveChannel[Packet],
-        outbox: trio.MemorySendChannel[Packet],
+        outbox: PacketSender,
         config: Mapping[str, Any],
         step: str = "",
         storyrun: str = "",
@@ -275,6 +282,87 @@ class StreamContext:
 Handler = Callable[[StreamContext], Awaitable[None]]
 
 
+#: Packets a handler may queue on the Data stream without yielding, before the bridge's
+#: writer gets its turn (a handler that only emits still lets other tasks run).
+_YIELD_DEPTH: Final = 64
+
+
+@final
+class _Outbox:
+    """The handler's packets on their way to the Data stream, encoded as they are taken.
+
+    :meth:`send` queues a packet on the live Data stream itself (``data``, set while a
+    connection's :func:`_pump_out` runs) when nothing taken earlier still waits in
+    ``unsent`` and the stream's bridge has room: no task switch to the pump. Otherwise the
+    packet joins ``unsent`` (at most ``capacity`` of them; :meth:`send` waits for room) for
+    the pump to queue, in order.
+    A packet :meth:`send` returned for is in ``unsent`` or queued on a Data stream, whose
+    unwritten backlog goes back to ``unsent`` when the stream ends (:func:`_settle_data`).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        #: Encoded packets taken from the handler and not yet queued on a Data stream, oldest
+        #: first (a broken connection's unwritten backlog returns here too).
+        self.unsent: collections.deque[bytes] = collections.deque()
+        #: The Data stream packets may be handed to directly (None between connections).
+        self.data: ClientStream | None = None
+        #: Packets handed to ``data`` directly (the pump's idle check reads it).
+        self.handed = 0
+        #: Set once the handler is done: nothing more will be sent.
+        self.closed = False
+        self._pump_lot = trio.lowlevel.ParkingLot()
+        self._room_lot = trio.lowlevel.ParkingLot()
+
+    async def send(self, packet: Packet) -> None:
+        """Take ``packet`` (see the class); waits while ``capacity`` packets are unsent.
+        Cancel-atomic: cancelled, it took nothing. Raises ``trio.ClosedResourceError``
+        after :meth:`close`.
+
+        A packet queued on the Data stream directly is written once the handler next
+        yields (what it emits meanwhile goes in the same write): this returns without
+        yielding then, unless :data:`_YIELD_DEPTH` packets wait in the stream's bridge."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.closed:
+            raise trio.ClosedResourceError("the handler's output was closed")
+        raw = encode_packet(packet)
+        unsent = self.unsent
+        data = self.data
+        if data is not None and not unsent:
+            try:
+                data.send_nowait(raw)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # the pump takes it from ``unsent`` (and meets the stream's failure)
+            else:
+                self.handed += 1
+                if data.outbound_depth() >= _YIELD_DEPTH:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+        while len(unsent) >= self.capacity:
+            await self._room_lot.park()
+        unsent.append(raw)
+        if len(unsent) == 1:
+            self._pump_lot.unpark_all()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def close(self) -> None:
+        """The handler is done: the pump returns once ``unsent`` is drained."""
+        self.closed = True
+        self._pump_lot.unpark_all()
+
+    async def wait_unsent(self) -> None:
+        """Wait until a packet joins ``unsent`` or the outbox closes."""
+        if not self.unsent and not self.closed:
+            await self._pump_lot.park()
+
+    def taken(self, count: int) -> None:
+        """The oldest ``count`` packets of ``unsent`` were queued on the Data stream."""
+        unsent = self.unsent
+        for _ in range(count):
+            unsent.popleft()
+        self._room_lot.unpark_all()
+
+
 @final
 class _Session:
     """State shared by the connection attempts of one engram run."""
@@ -285,13 +373,10 @@ class _Session:
         self.inbox_send, self.inbox_receive = trio.open_memory_channel[Packet](
             settings.channel_buffer
         )
-        self.outbox_send, self.outbox_receive = trio.open_memory_channel[Packet](
-            settings.channel_buffer
-        )
-        self.handler_done = trio.Event()
+        self.outbox = _Outbox(settings.channel_buffer)
         #: Encoded packets taken from the handler and not yet queued on a Data stream, oldest
         #: first (a broken connection's unwritten backlog returns here too).
-        self.unsent: collections.deque[bytes] = collections.deque()
+        self.unsent = self.outbox.unsent
         #: Packets received from the connector and not yet handed to the handler.
         self.received: collections.deque[Packet] = collections.deque()
         #: Set once the first connection is ready: the handler starts then.
@@ -301,7 +386,7 @@ class _Session:
         settings = self.settings
         return StreamContext(
             inbox=self.inbox_receive,
-            outbox=self.outbox_send,
+            outbox=self.outbox,
             config=settings.config,
             step=settings.step,
             storyrun=settings.storyrun,
@@ -353,62 +438,100 @@ async def _control_loop(control: ClientStream, interval: float) -> None:
                     log.info("connector says %s %s", response.action.name, dict(response.metadata))
 
 
+def _inbound_packet(raw: bytes) -> Packet | None:
+    """The data packet in ``raw`` from the connector; None for a heartbeat or (logged) an
+    undecodable one."""
+    try:
+        packet = decode_packet(raw)
+    except ValueError as error:
+        log.warning("dropping undecodable packet: %s", error)
+        return None
+    return None if packet.is_heartbeat else packet
+
+
 async def _pump_in(data: ClientStream, session: _Session) -> None:
     """Connector to handler: decode, drop heartbeats, keep order. Returns at end of stream.
 
-    Received packets wait in ``session.received`` until the handler's inbox took them, so a
-    cancelled pump (or a broken connection) loses none: the next connection delivers them
-    first.
+    While the pump waits with nothing held and nothing queued in the bridge, the Data
+    stream's read callback decodes what arrives and hands it to the handler's inbox itself
+    (no task switch), up to the first packet the full inbox cannot take; the rest waits in
+    the bridge for the pump, which hands it on in order. Received packets wait in
+    ``session.received`` until the handler's inbox took them, so a cancelled pump (or a
+    broken connection) loses none: the next connection delivers them first.
     """
     received = session.received
-    while True:
-        while received:
-            await session.inbox_send.send(received[0])
-            received.popleft()
-        try:
-            batch = await data.receive_batch()
-        except trio.EndOfChannel:
-            return
-        for raw in batch:
-            try:
-                packet = decode_packet(raw)
-            except ValueError as error:
-                log.warning("dropping undecodable packet: %s", error)
+    inbox = session.inbox_send
+    #: Whether the read callback may hand packets on: nothing older waits anywhere.
+    handing = False
+
+    def hand_on(messages: list[Any]) -> int:
+        nonlocal handing
+        if not handing:
+            return 0
+        for index, raw in enumerate(messages):
+            packet = _inbound_packet(raw)
+            if packet is None:
                 continue
-            if not packet.is_heartbeat:
-                received.append(packet)
+            try:
+                inbox.send_nowait(packet)
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                handing = False  # this one and the rest wait in the bridge for the pump
+                return index
+        return len(messages)
+
+    data.sink = hand_on
+    try:
+        while True:
+            while received:
+                await inbox.send(received[0])
+                received.popleft()
+            handing = not data.inbound_depth()
+            try:
+                batch = await data.receive_batch()
+            except trio.EndOfChannel:
+                return
+            finally:
+                handing = False
+            for raw in batch:
+                packet = _inbound_packet(raw)
+                if packet is not None:
+                    received.append(packet)
+    finally:
+        if data.sink is hand_on:
+            data.sink = None
 
 
 async def _pump_out(data: ClientStream, session: _Session) -> None:
     """Handler to connector, with a heartbeat after each idle interval. Returns when drained.
 
-    Packets move from the handler's outbox to ``session.unsent`` and leave it only once the
-    Data stream queued them (all or nothing), so none is sent twice or lost on cancellation.
+    While it runs, the handler's packets go straight to ``data`` when they can (see
+    :class:`_Outbox`); the rest move from ``session.unsent`` to the Data stream, leaving it
+    only once the stream queued them (all or nothing), so none is sent twice or lost on
+    cancellation.
     """
     heartbeat = encode_packet(Packet(metadata={HEARTBEAT_KEY: "true"}))
     data.uncounted = heartbeat
     interval = session.settings.data_heartbeat
-    unsent = session.unsent
-    while True:
-        if not unsent:
-            packet: Packet | None = None
-            with trio.move_on_after(interval):
-                try:
-                    packet = await session.outbox_receive.receive()
-                except trio.EndOfChannel:
+    outbox = session.outbox
+    unsent = outbox.unsent
+    outbox.data = data
+    try:
+        while True:
+            if not unsent:
+                if outbox.closed:
                     return
-            if packet is None:
-                await data.send(heartbeat)
+                handed = outbox.handed
+                with trio.move_on_after(interval):
+                    await outbox.wait_unsent()
+                if not unsent and not outbox.closed and outbox.handed == handed:
+                    await data.send(heartbeat)
                 continue
-            unsent.append(encode_packet(packet))
-            while True:
-                try:
-                    unsent.append(encode_packet(session.outbox_receive.receive_nowait()))
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-        batch = list(unsent)
-        await data.send_batch(batch)
-        unsent.clear()
+            batch = list(unsent)
+            await data.send_batch(batch)
+            outbox.taken(len(batch))
+    finally:
+        if outbox.data is data:
+            outbox.data = None
 
 
 def _settle_data(data: ClientStream, session: _Session) -> None:
@@ -418,12 +541,8 @@ def _settle_data(data: ClientStream, session: _Session) -> None:
     backlog = [message for message in data.withdraw() if message is not marker]
     session.unsent.extendleft(reversed(backlog))
     for raw in data.withdraw_inbound():
-        try:
-            packet = decode_packet(raw)
-        except ValueError as error:
-            log.warning("dropping undecodable packet: %s", error)
-            continue
-        if not packet.is_heartbeat:
+        packet = _inbound_packet(raw)
+        if packet is not None:
             session.received.append(packet)
 
 
@@ -531,7 +650,7 @@ async def serve_engram(
             await handler(context)
         finally:
             context._end_handling()  # noqa: SLF001 - the span of the last packet it took
-        session.outbox_send.close()
+        session.outbox.close()
 
     async with open_supervisor("engram", settings.restart) as supervisor:
         supervisor.start_child("handler", run_handler, restart=Restart.TRANSIENT)

@@ -3,16 +3,19 @@
 Scope: :func:`bobravoz.sdk.engram._pump_out`, :func:`~bobravoz.sdk.engram._pump_in`,
 :func:`~bobravoz.sdk.engram._settle_data` and (for one connection's failure path)
 :func:`~bobravoz.sdk.engram._run_pumps`, with the state they share across connections
-(:class:`~bobravoz.sdk.engram._Session`: the handler's trio memory channels, ``unsent``,
-``received``). The connector is played by a tiny acceptor on ``serve_grpc`` (Data and Control
-methods) over loopback TCP (port 0) inside :func:`open_grpc_loop`; each test drives it by hand.
+(:class:`~bobravoz.sdk.engram._Session`: the handler's inbox channel, its outbox with
+``unsent``, ``received``). The connector is played by a tiny acceptor on ``serve_grpc`` (Data
+and Control methods) over loopback TCP (port 0) inside :func:`open_grpc_loop`; each test drives
+it by hand.
 
 Covered: ``_pump_out`` cancelled while the Data stream's bridge is full (flow control) sends
 nothing twice and loses nothing across a reconnect; ``_pump_in`` cancelled while the
 handler's inbox is full keeps what it received and delivers it first on the next run; packets
 still in the Data stream's bridge when the connector ends the call reach the handler after the
 reconnect; the data heartbeat (the ``uncounted`` marker) is never counted in ``written`` nor
-put back into ``unsent``.
+put back into ``unsent``; the direct paths (``emit`` queueing on the Data stream itself after
+what waits unsent, the read callback handing arrivals to the inbox) keep order and lose
+nothing.
 """
 
 from __future__ import annotations
@@ -166,8 +169,8 @@ async def test_pump_out_cancelled_with_a_full_bridge_sends_each_packet_once_afte
 
             async def handler() -> None:
                 for item in emitted:
-                    await session.outbox_send.send(item)
-                session.outbox_send.close()
+                    await session.outbox.send(item)
+                session.outbox.close()
 
             nursery.start_soon(handler)
             async with connector.data_stream() as (data, server):
@@ -364,8 +367,8 @@ async def test_data_heartbeats_are_not_counted_in_written() -> None:
                 assert data.written == 0
                 assert data.written_bytes == 0
                 for item in emitted:
-                    await session.outbox_send.send(item)
-                session.outbox_send.close()
+                    await session.outbox.send(item)
+                session.outbox.close()
                 await pump.returned.wait()
                 data.close_send()
                 await wait_until(lambda: len([raw for raw in got if not is_heartbeat(raw)]) == 5)
@@ -428,3 +431,102 @@ async def test_the_handler_starts_only_once_the_first_connection_is_ready() -> N
             assert len(started) == 1
             assert got == [encode_packet(packet(0))]
             nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------------------------
+# (f) the direct paths: emit queues on the Data stream itself, the read callback hands on
+# --------------------------------------------------------------------------------------------
+
+
+async def test_emitted_packets_go_straight_to_the_stream_in_order_after_those_unsent() -> None:
+    """Packets the handler emitted before the connection (waiting in ``unsent``) are sent
+    first; later ones are queued on the Data stream by ``emit`` itself while the pump
+    waits, and the connector gets every one once, in order, with none counted twice."""
+    early = [packet(index, 16) for index in range(3)]
+    late = [packet(index, 16) for index in range(3, 200)]
+    encoded = [encode_packet(item) for item in early + late]
+    with trio.fail_after(20):
+        async with fake_connector() as connector, trio.open_nursery() as nursery:
+            session = session_for(connector, channel_buffer=4, data_heartbeat=3600.0)
+            for item in early:
+                await session.outbox.send(item)  # no connection yet: they wait unsent
+            assert len(session.unsent) == len(early)
+            async with connector.data_stream() as (data, server):
+                got: list[bytes] = []
+
+                async def connector_reads() -> None:
+                    got.extend(await receive_all(server))
+
+                nursery.start_soon(connector_reads)
+                pump = Task()
+                nursery.start_soon(pump.run, _pump_out, data, session)
+                await wait_until(lambda: not session.unsent)
+                handed = session.outbox.handed
+                for item in late:
+                    await session.outbox.send(item)
+                session.outbox.close()
+                await pump.returned.wait()
+                assert session.outbox.handed - handed == len(late)  # none through the pump
+                data.close_send()
+                await wait_until(lambda: len(got) >= len(encoded))
+                await trio.testing.wait_all_tasks_blocked()
+            assert data.written == len(encoded)
+    assert got == encoded
+
+
+async def test_emit_cancelled_while_waiting_for_room_takes_nothing() -> None:
+    with trio.fail_after(20):
+        async with fake_connector() as connector:
+            session = session_for(connector, channel_buffer=2)
+            first, second, third = (packet(index, 8) for index in range(3))
+            await session.outbox.send(first)
+            await session.outbox.send(second)  # no connection: unsent is now full
+            with trio.move_on_after(0.05) as waiting:
+                await session.outbox.send(third)
+            assert waiting.cancelled_caught
+    assert list(session.unsent) == [encode_packet(first), encode_packet(second)]
+
+
+async def test_packets_arriving_while_the_pump_waits_reach_the_handler_in_order() -> None:
+    """The read callback hands what arrives to the handler's inbox; once the inbox is full
+    the rest waits in the bridge (and ``received``) for the pump. A handler that reads
+    slowly, then fast, gets every packet once and in order, heartbeats left out."""
+    buffer = 4
+    total = 120
+    with trio.fail_after(20):
+        async with fake_connector() as connector, trio.open_nursery() as nursery:
+            session = session_for(connector, channel_buffer=buffer)
+            async with connector.data_stream() as (data, server):
+                pump = Task()
+                nursery.start_soon(pump.run, _pump_in, data, session)
+                await trio.testing.wait_all_tasks_blocked()  # the pump waits, idle
+                await server.send_batch([response(0), heartbeat_response(), response(1)])
+                await wait_until(lambda: session.inbox_send.statistics().current_buffer_used == 2)
+                assert not session.received
+                assert data.inbound_depth() == 0
+                # More than the inbox takes, in several writes, while the handler is away.
+                for start in range(2, 60, 7):
+                    await server.send_batch(
+                        [response(index) for index in range(start, min(start + 7, 60))]
+                    )
+                    await trio.testing.wait_all_tasks_blocked()
+                assert session.inbox_send.statistics().current_buffer_used == buffer
+                handled: list[Packet] = []
+
+                async def handler() -> None:
+                    async for item in session.context().packets():
+                        handled.append(item)
+                        if len(handled) % 5 == 0:
+                            await trio.lowlevel.checkpoint()  # a slow reader now and then
+
+                nursery.start_soon(handler)
+                for start in range(60, total, 3):
+                    await server.send_batch(
+                        [response(index) for index in range(start, min(start + 3, total))]
+                    )
+                server.finish()
+                await pump.returned.wait()
+                await wait_until(lambda: len(handled) >= total)
+                session.inbox_send.close()
+    assert [seq(item) for item in handled] == list(range(total))
+    assert not session.received

@@ -12,15 +12,13 @@ end-to-end latency from the emitter's ``bobravoz.example/sent_ms``. It ends afte
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from bobravoz.sdk import Packet, StreamContext, report, run_engram
+from toy import SENT_KEY, Arrivals, Ends, data_packets
 
-EOS_KEY = "bobravoz.example/eos"
-SENT_KEY = "bobravoz.example/sent_ms"
+from bobravoz.sdk import Packet, StreamContext, report, run_engram
 
 
 @dataclass
@@ -59,24 +57,14 @@ class Archive:
 
 async def handle(stream: StreamContext) -> None:
     """File records until every upstream path's end marker, then report."""
-    sources = int(stream.config.get("sources", 2))
+    ends = Ends(sources=int(stream.config.get("sources", 2)))
     archive = Archive()
-    latencies_ms: list[float] = []
-    finished = 0
-    first_at = last_at = 0.0
-    async with aclosing(stream.packets()) as packets:
+    arrivals = Arrivals()
+    async with aclosing(data_packets(stream, ends)) as packets:
         async for packet in packets:
-            if packet.metadata.get(EOS_KEY) == "true":
-                finished += 1
-                if finished >= sources:
-                    break
-                continue
             archive.file(packet)
             sent = packet.metadata.get(SENT_KEY)
-            if sent:
-                latencies_ms.append(time.time_ns() / 1e6 - float(sent))
-            last_at = time.monotonic()
-            first_at = first_at or last_at
+            arrivals.arrived(float(sent) if sent else None)
             report("progress", step=stream.step, role="sink", received=archive.records)
     report(
         "summary",
@@ -88,9 +76,9 @@ async def handle(stream: StreamContext) -> None:
         plain=archive.plain,
         noisy=archive.noisy,
         duplicates=archive.duplicates,
-        eos=finished,
-        seconds=round(last_at - first_at, 3),
-        latencies_ms=[round(value, 3) for value in latencies_ms],
+        eos=ends.seen,
+        seconds=arrivals.seconds,
+        latencies_ms=arrivals.rounded_latencies_ms,
     )
 
 

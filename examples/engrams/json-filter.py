@@ -12,9 +12,9 @@ from collections.abc import Collection
 from contextlib import aclosing
 from typing import Any
 
-from bobravoz.sdk import Packet, StreamContext, report, run_engram
+from toy import Ends, data_packets
 
-EOS_KEY = "bobravoz.example/eos"
+from bobravoz.sdk import Packet, StreamContext, report, run_engram
 
 
 def project(payload: dict[str, Any], keep: Collection[str]) -> dict[str, Any]:
@@ -26,17 +26,17 @@ async def handle(stream: StreamContext) -> None:
     """Filter each payload's fields; forward the end marker and report."""
     keep = {str(name) for name in stream.config.get("keep", ["id", "text", "lang"])}
     passed = removed = 0
-    async with aclosing(stream.packets()) as packets:
+    ends = Ends()
+    async with aclosing(data_packets(stream, ends)) as packets:
         async for packet in packets:
-            if packet.metadata.get(EOS_KEY) == "true":
-                await stream.emit(Packet(metadata=dict(packet.metadata)))
-                break
             payload = packet.payload or {}
             kept = project(payload, keep)
             removed += len(payload) - len(kept)
             await stream.emit(Packet(payload=kept, metadata=dict(packet.metadata)))
             passed += 1
             report("progress", step=stream.step, role="transform", forwarded=passed)
+    if ends.last is not None:
+        await stream.emit(Packet(metadata=dict(ends.last.metadata)))
     report("summary", step=stream.step, role="transform", forwarded=passed, fields_removed=removed)
 
 

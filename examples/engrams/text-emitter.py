@@ -18,12 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
+from toy import EOS_KEY, SENT_KEY, SOURCE_KEY, Pacer
 
 from bobravoz.sdk import Packet, StreamContext, report, run_engram
 
-EOS_KEY = "bobravoz.example/eos"
-SOURCE_KEY = "bobravoz.example/source"
-SENT_KEY = "bobravoz.example/sent_ms"
 JOIN_KEY = "bubu.join.key"
 PHRASES = {
     "en": ["good morning", "the meeting starts now", "thank you all", "see you tomorrow"],
@@ -63,7 +61,7 @@ async def handle(stream: StreamContext) -> None:
     join_langs = [str(lang) for lang in config.get("joinLangs", ["en"])]
     origin = {SOURCE_KEY: stream.step}
     start = trio.current_time()
-    last_report = start
+    pacer = Pacer(clock=trio.current_time)
     by_lang: dict[str, int] = {}
     noisy = 0
     for number in range(1, count + 1):
@@ -75,9 +73,8 @@ async def handle(stream: StreamContext) -> None:
         await stream.emit(Packet(payload=payload, metadata=metadata))
         by_lang[payload["lang"]] = by_lang.get(payload["lang"], 0) + 1
         noisy += metadata["noisy"] == "true"
-        if trio.current_time() - last_report >= 0.5:
+        if pacer.due():
             report("progress", step=stream.step, role="source", sent=number)
-            last_report = trio.current_time()
     await stream.emit(Packet(metadata={**origin, EOS_KEY: "true", "lang": "en", "noisy": "false"}))
     report(
         "summary",

@@ -13,9 +13,10 @@ import sys
 from contextlib import aclosing
 from typing import Any
 
+from toy import Ends, data_packets
+
 from bobravoz.sdk import Packet, StreamContext, report, run_engram
 
-EOS_KEY = "bobravoz.example/eos"
 WORDS = {
     "good": "bon",
     "morning": "matin",
@@ -50,11 +51,9 @@ async def handle(stream: StreamContext) -> None:
     """Translate each English item; forward the end marker and report."""
     to = str(stream.config.get("to", "fr"))
     done = not_english = 0
-    async with aclosing(stream.packets()) as packets:
+    ends = Ends()
+    async with aclosing(data_packets(stream, ends)) as packets:
         async for packet in packets:
-            if packet.metadata.get(EOS_KEY) == "true":
-                await stream.emit(Packet(metadata=dict(packet.metadata)))
-                break
             payload = packet.payload or {}
             if payload.get("lang") != "en":
                 not_english += 1
@@ -65,6 +64,8 @@ async def handle(stream: StreamContext) -> None:
             )
             done += 1
             report("progress", step=stream.step, role="transform", forwarded=done)
+    if ends.last is not None:
+        await stream.emit(Packet(metadata=dict(ends.last.metadata)))
     report(
         "summary",
         step=stream.step,

@@ -16,11 +16,10 @@ import time
 from contextlib import aclosing
 
 import trio
+from toy import EOS_KEY, SOURCE_KEY, end_marker
 
 from bobravoz.sdk import Packet, StreamContext, report, run_engram
 
-EOS_KEY = "bobravoz.example/eos"
-SOURCE_KEY = "bobravoz.example/source"
 READY_EVENT = "storyrun.ready"
 GREETING_TYPE = "chat.greeting.v1"
 DEFAULT_GREETING = "Hello! How can I help you today?"
@@ -56,7 +55,7 @@ async def handle(stream: StreamContext) -> None:
                 if packet.metadata.get(EOS_KEY) == "true":
                     break
                 ungated += 1
-    await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
+    await stream.emit(end_marker(stream.step))
     report(
         "summary",
         step=stream.step,

@@ -18,24 +18,16 @@ away, which lands inside the debounce of the turn before it) and ``bargeInFrames
 from __future__ import annotations
 
 import math
-import struct
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import trio
+from toy import FRAME_MS, SOURCE_KEY, Pacer, end_marker, pcm16_frame, sine_frame
 
-from bobravoz.sdk import AudioFrame, Packet, StreamContext, report, run_engram
+from bobravoz.sdk import Packet, StreamContext, report, run_engram
 
-EOS_KEY = "bobravoz.example/eos"
-SOURCE_KEY = "bobravoz.example/source"
-SAMPLE_RATE_HZ = 16_000
-FRAME_MS = 20
-FRAMES_PER_SECOND = 1000 // FRAME_MS
-SAMPLES_PER_FRAME = SAMPLE_RATE_HZ * FRAME_MS // 1000
-BYTES_PER_FRAME = SAMPLES_PER_FRAME * 2  # PCM16, one channel
 END_OF_UTTERANCE = "speech.vad.inactive"
 
 
@@ -107,10 +99,7 @@ def tone_frequency(participant_index: int) -> float:
 
 def pcm_frame(frame_number: int, frequency_hz: float, amplitude: int = 8_000) -> bytes:
     """Frame ``frame_number`` of a continuous sine tone: 320 little-endian int16 samples."""
-    first = frame_number * SAMPLES_PER_FRAME
-    step = 2 * math.pi * frequency_hz / SAMPLE_RATE_HZ
-    samples = (round(amplitude * math.sin(step * (first + i))) for i in range(SAMPLES_PER_FRAME))
-    return struct.pack(f"<{SAMPLES_PER_FRAME}h", *samples)
+    return sine_frame(frame_number, frequency_hz, amplitude)
 
 
 async def handle(stream: StreamContext) -> None:
@@ -131,7 +120,7 @@ async def handle(stream: StreamContext) -> None:
     start = trio.current_time()
     frames = markers = 0
     spoken: set[str] = set()
-    last_report = start
+    pacer = Pacer(clock=trio.current_time)
     for due_ms, utterance, index in timeline_ms(plan):
         if due_ms >= limit_ms:
             break
@@ -141,20 +130,13 @@ async def handle(stream: StreamContext) -> None:
             await stream.emit(Packet(metadata={**metadata, "type": END_OF_UTTERANCE}))
             markers += 1
             continue
-        audio = AudioFrame(
-            pcm=pcm_frame(frames, voices[utterance.participant]),
-            sample_rate_hz=SAMPLE_RATE_HZ,
-            channels=1,
-            codec="pcm16",
-            timestamp_ms=time.time_ns() // 1_000_000,
-        )
+        audio = pcm16_frame(pcm_frame(frames, voices[utterance.participant]))
         await stream.emit(Packet(audio=audio, metadata=metadata))
         frames += 1
         spoken.add(utterance.id)
-        if trio.current_time() - last_report >= 0.5:
+        if pacer.due():
             report("progress", step=stream.step, role="source", sent=frames)
-            last_report = trio.current_time()
-    await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
+    await stream.emit(end_marker(stream.step))
     report(
         "summary",
         step=stream.step,

@@ -11,15 +11,12 @@ of ``sources`` (default 1) upstream paths.
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from bobravoz.sdk import Packet, StreamContext, report, run_engram
+from toy import BYTES_PER_FRAME, Arrivals, Ends, Pacer, data_packets
 
-EOS_KEY = "bobravoz.example/eos"
-SAMPLE_RATE_HZ = 16_000
-BYTES_PER_FRAME = SAMPLE_RATE_HZ * 20 // 1000 * 2
+from bobravoz.sdk import Packet, StreamContext, report, run_engram
 
 
 @dataclass
@@ -64,29 +61,18 @@ class Player:
 
 async def handle(stream: StreamContext) -> None:
     """Play until every upstream path's end marker, then report."""
-    sources = int(stream.config.get("sources", 1))
+    ends = Ends(sources=int(stream.config.get("sources", 1)))
     player = Player()
-    latencies_ms: list[float] = []
-    finished = 0
-    first_at = last_at = 0.0
-    last_report = time.monotonic()
-    async with aclosing(stream.packets()) as packets:
+    arrivals = Arrivals()
+    pacer = Pacer()
+    async with aclosing(data_packets(stream, ends)) as packets:
         async for packet in packets:
-            if packet.metadata.get(EOS_KEY) == "true":
-                finished += 1
-                if finished >= sources:
-                    break
-                continue
             if packet.audio is None:
                 continue
             player.play(packet)
-            if packet.audio.timestamp_ms:
-                latencies_ms.append(time.time_ns() / 1e6 - packet.audio.timestamp_ms)
-            last_at = time.monotonic()
-            first_at = first_at or last_at
-            if last_at - last_report >= 0.5:
+            arrivals.arrived(packet.audio.timestamp_ms)
+            if pacer.due():
                 report("progress", step=stream.step, role="sink", received=player.frames)
-                last_report = last_at
     report(
         "summary",
         step=stream.step,
@@ -97,10 +83,10 @@ async def handle(stream: StreamContext) -> None:
         missing_frames=player.missing_frames,
         bad_frames=player.bad_frames,
         out_of_order=player.out_of_order,
-        eos=finished,
+        eos=ends.seen,
         texts=player.texts,
-        seconds=round(last_at - first_at, 3),
-        latencies_ms=[round(value, 3) for value in latencies_ms],
+        seconds=arrivals.seconds,
+        latencies_ms=arrivals.rounded_latencies_ms,
     )
 
 

@@ -17,10 +17,10 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from toy import SOURCE_KEY, Ends, data_packets, end_marker
+
 from bobravoz.sdk import Packet, StreamContext, report, run_engram
 
-EOS_KEY = "bobravoz.example/eos"
-SOURCE_KEY = "bobravoz.example/source"
 REPLY_TYPE = "chat.reply.v1"
 DEFAULT_FORMAT = "Hi {speaker}, I heard: {prompt}"
 
@@ -58,10 +58,8 @@ async def handle(stream: StreamContext) -> None:
     reply_format = str(stream.config.get("replyFormat", DEFAULT_FORMAT))
     origin = {SOURCE_KEY: stream.step}
     replies = inputs_missing = mismatched = 0
-    async with aclosing(stream.packets()) as packets:
+    async with aclosing(data_packets(stream, Ends())) as packets:
         async for packet in packets:
-            if packet.metadata.get(EOS_KEY) == "true":
-                break
             if packet.payload is None:
                 continue
             prompt = prompt_of(packet)
@@ -85,7 +83,7 @@ async def handle(stream: StreamContext) -> None:
             )
             replies += 1
             report("progress", step=stream.step, role="transform", forwarded=replies)
-    await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
+    await stream.emit(end_marker(stream.step))
     report(
         "summary",
         step=stream.step,

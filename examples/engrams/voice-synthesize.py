@@ -14,20 +14,14 @@ several upstreams: it ends after the ``bobravoz.example/eos`` marker of each of 
 from __future__ import annotations
 
 import math
-import struct
 import sys
-import time
 from contextlib import aclosing
 
 import trio
+from toy import FRAME_MS, SOURCE_KEY, Ends, data_packets, end_marker, pcm16_frame, sine_frame
 
-from bobravoz.sdk import AudioFrame, Packet, StreamContext, report, run_engram
+from bobravoz.sdk import Packet, StreamContext, report, run_engram
 
-EOS_KEY = "bobravoz.example/eos"
-SOURCE_KEY = "bobravoz.example/source"
-SAMPLE_RATE_HZ = 16_000
-FRAME_MS = 20
-SAMPLES_PER_FRAME = SAMPLE_RATE_HZ * FRAME_MS // 1000
 VOICE_HZ = 600.0
 
 
@@ -38,10 +32,7 @@ def frames_for(text: str, ms_per_char: float) -> int:
 
 def speech_frame(frame_number: int, amplitude: int = 6_000) -> bytes:
     """Frame ``frame_number`` of the toy voice: 320 int16 samples, a continuous sine."""
-    first = frame_number * SAMPLES_PER_FRAME
-    step = 2 * math.pi * VOICE_HZ / SAMPLE_RATE_HZ
-    samples = (round(amplitude * math.sin(step * (first + i))) for i in range(SAMPLES_PER_FRAME))
-    return struct.pack(f"<{SAMPLES_PER_FRAME}h", *samples)
+    return sine_frame(frame_number, VOICE_HZ, amplitude)
 
 
 def text_of(packet: Packet) -> tuple[str, bool]:
@@ -53,18 +44,13 @@ def text_of(packet: Packet) -> tuple[str, bool]:
 
 async def handle(stream: StreamContext) -> None:
     """Say every text as paced audio frames; after every upstream's end marker send one."""
-    sources = int(stream.config.get("sources", 2))
+    ends = Ends(sources=int(stream.config.get("sources", 2)))
     ms_per_char = float(stream.config.get("msPerChar", FRAME_MS))
     realtime = bool(stream.config.get("realtime", True))
     origin = {SOURCE_KEY: stream.step}
-    texts = frames = inputs_missing = finished = 0
-    async with aclosing(stream.packets()) as packets:
+    texts = frames = inputs_missing = 0
+    async with aclosing(data_packets(stream, ends)) as packets:
         async for packet in packets:
-            if packet.metadata.get(EOS_KEY) == "true":
-                finished += 1
-                if finished >= sources:
-                    break
-                continue
             if packet.payload is None and not packet.inputs:
                 continue
             text, from_inputs = text_of(packet)
@@ -80,23 +66,16 @@ async def handle(stream: StreamContext) -> None:
             for index in range(count):
                 if realtime:
                     await trio.sleep_until(start + index * FRAME_MS / 1000)
-                audio = AudioFrame(
-                    pcm=speech_frame(frames),
-                    sample_rate_hz=SAMPLE_RATE_HZ,
-                    channels=1,
-                    codec="pcm16",
-                    timestamp_ms=time.time_ns() // 1_000_000,
-                )
                 await stream.emit(
                     Packet(
-                        audio=audio,
+                        audio=pcm16_frame(speech_frame(frames)),
                         payload={"text": text, "frames": count} if index == 0 else None,
                         metadata={**metadata, "synthesis.frame": str(index)},
                     )
                 )
                 frames += 1
             report("progress", step=stream.step, role="transform", forwarded=frames)
-    await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
+    await stream.emit(end_marker(stream.step))
     report(
         "summary",
         step=stream.step,
@@ -105,7 +84,7 @@ async def handle(stream: StreamContext) -> None:
         texts=texts,
         frames=frames,
         inputs_missing=inputs_missing,
-        eos=finished,
+        eos=ends.seen,
     )
 
 

@@ -11,20 +11,25 @@ ends.
 from __future__ import annotations
 
 import sys
-import time
 from collections import Counter
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+from toy import (
+    BYTES_PER_FRAME,
+    FRAME_MS,
+    SAMPLE_RATE_HZ,
+    SOURCE_KEY,
+    Ends,
+    Pacer,
+    data_packets,
+    end_marker,
+)
+
 from bobravoz.sdk import Packet, StreamContext, report, run_engram
 
-EOS_KEY = "bobravoz.example/eos"
-SOURCE_KEY = "bobravoz.example/source"
 END_OF_UTTERANCE = "speech.vad.inactive"
 TRANSCRIPT_TYPE = "speech.transcript.v1"
-SAMPLE_RATE_HZ = 16_000
-FRAME_MS = 20
-BYTES_PER_FRAME = SAMPLE_RATE_HZ * FRAME_MS // 1000 * 2
 
 
 def is_pcm16_frame(packet: Packet) -> bool:
@@ -83,11 +88,9 @@ async def handle(stream: StreamContext) -> None:
     transcriber = Transcriber()
     origin = {SOURCE_KEY: stream.step}
     frames = transcripts = 0
-    last_report = time.monotonic()
-    async with aclosing(stream.packets()) as packets:
+    pacer = Pacer()
+    async with aclosing(data_packets(stream, Ends())) as packets:
         async for packet in packets:
-            if packet.metadata.get(EOS_KEY) == "true":
-                break
             if packet.audio is not None:
                 transcriber.hear(packet)
                 frames += 1
@@ -97,10 +100,9 @@ async def handle(stream: StreamContext) -> None:
                 transcript.metadata.update(origin)
                 await stream.emit(transcript)
                 transcripts += 1
-            if time.monotonic() - last_report >= 0.5:
+            if pacer.due():
                 report("progress", step=stream.step, role="transform", forwarded=transcripts)
-                last_report = time.monotonic()
-    await stream.emit(Packet(metadata={**origin, EOS_KEY: "true"}))
+    await stream.emit(end_marker(stream.step))
     report(
         "summary",
         step=stream.step,

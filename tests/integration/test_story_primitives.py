@@ -11,7 +11,6 @@ configuration (a small model of the primitives' contract), not copied from a run
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -19,12 +18,11 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from example_engrams import example_engram
 
 from bobravoz.runtime.story import Story, load_story
 
@@ -461,19 +459,6 @@ def test_a_cyclic_story_is_refused_with_its_cycle() -> None:
 
 
 # --- the example Stories ----------------------------------------------------------------
-
-
-@cache
-def example_engram(name: str) -> ModuleType:
-    """``examples/engrams/<name>.py`` as a module (for its pure functions)."""
-    module_name = "primitives_example_" + name.replace("-", "_")
-    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / "engrams" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 VOICE_AGENT = EXAMPLES / "stories" / "voice-agent.yaml"

@@ -282,22 +282,16 @@ class StreamContext:
 Handler = Callable[[StreamContext], Awaitable[None]]
 
 
-#: Packets a handler may queue on the Data stream without yielding, before the bridge's
-#: writer gets its turn (a handler that only emits still lets other tasks run).
-_YIELD_DEPTH: Final = 64
-
-
 @final
 class _Outbox:
     """The handler's packets on their way to the Data stream, encoded as they are taken.
 
-    :meth:`send` queues a packet on the live Data stream itself (``data``, set while a
-    connection's :func:`_pump_out` runs) when nothing taken earlier still waits in
-    ``unsent`` and the stream's bridge has room: no task switch to the pump. Otherwise the
-    packet joins ``unsent`` (at most ``capacity`` of them; :meth:`send` waits for room) for
-    the pump to queue, in order.
-    A packet :meth:`send` returned for is in ``unsent`` or queued on a Data stream, whose
-    unwritten backlog goes back to ``unsent`` when the stream ends (:func:`_settle_data`).
+    :meth:`send` appends a packet to ``unsent`` (at most ``capacity`` of them; it waits for
+    room) and wakes the connection's :func:`_pump_out`, which runs once the handler yields
+    and queues everything that waits on the Data stream in one go (written at once, in one
+    socket write, when the stream's writer is idle). A packet :meth:`send` returned for is
+    in ``unsent`` or queued on a Data stream, whose unwritten backlog goes back to
+    ``unsent`` when the stream ends (:func:`_settle_data`).
     """
 
     def __init__(self, capacity: int) -> None:
@@ -305,10 +299,8 @@ class _Outbox:
         #: Encoded packets taken from the handler and not yet queued on a Data stream, oldest
         #: first (a broken connection's unwritten backlog returns here too).
         self.unsent: collections.deque[bytes] = collections.deque()
-        #: The Data stream packets may be handed to directly (None between connections).
-        self.data: ClientStream | None = None
-        #: Packets handed to ``data`` directly (the pump's idle check reads it).
-        self.handed = 0
+        #: Packets queued on Data streams so far (the heartbeat's idle check reads it).
+        self.queued = 0
         #: Set once the handler is done: nothing more will be sent.
         self.closed = False
         self._pump_lot = trio.lowlevel.ParkingLot()
@@ -319,31 +311,18 @@ class _Outbox:
         Cancel-atomic: cancelled, it took nothing. Raises ``trio.ClosedResourceError``
         after :meth:`close`.
 
-        A packet queued on the Data stream directly is written once the handler next
-        yields (what it emits meanwhile goes in the same write): this returns without
-        yielding then, unless :data:`_YIELD_DEPTH` packets wait in the stream's bridge."""
+        A cancellation point; it yields to other tasks only when it waits for room, so what
+        a handler emits before it next yields goes out together."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.closed:
             raise trio.ClosedResourceError("the handler's output was closed")
         raw = encode_packet(packet)
         unsent = self.unsent
-        data = self.data
-        if data is not None and not unsent:
-            try:
-                data.send_nowait(raw)
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                pass  # the pump takes it from ``unsent`` (and meets the stream's failure)
-            else:
-                self.handed += 1
-                if data.outbound_depth() >= _YIELD_DEPTH:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                return
         while len(unsent) >= self.capacity:
             await self._room_lot.park()
         unsent.append(raw)
         if len(unsent) == 1:
             self._pump_lot.unpark_all()
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def close(self) -> None:
         """The handler is done: the pump returns once ``unsent`` is drained."""
@@ -357,10 +336,12 @@ class _Outbox:
 
     def taken(self, count: int) -> None:
         """The oldest ``count`` packets of ``unsent`` were queued on the Data stream."""
-        unsent = self.unsent
-        for _ in range(count):
-            unsent.popleft()
-        self._room_lot.unpark_all()
+        if count:
+            unsent = self.unsent
+            for _ in range(count):
+                unsent.popleft()
+            self.queued += count
+            self._room_lot.unpark_all()
 
 
 @final
@@ -504,34 +485,38 @@ async def _pump_in(data: ClientStream, session: _Session) -> None:
 async def _pump_out(data: ClientStream, session: _Session) -> None:
     """Handler to connector, with a heartbeat after each idle interval. Returns when drained.
 
-    While it runs, the handler's packets go straight to ``data`` when they can (see
-    :class:`_Outbox`); the rest move from ``session.unsent`` to the Data stream, leaving it
-    only once the stream queued them (all or nothing), so none is sent twice or lost on
-    cancellation.
+    Packets leave ``session.unsent`` only once the Data stream queued them (all that fit
+    at once, the rest all or nothing), so none is sent twice or lost on cancellation.
     """
     heartbeat = encode_packet(Packet(metadata={HEARTBEAT_KEY: "true"}))
     data.uncounted = heartbeat
-    interval = session.settings.data_heartbeat
     outbox = session.outbox
     unsent = outbox.unsent
-    outbox.data = data
-    try:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_heartbeats, data, outbox, session.settings.data_heartbeat, heartbeat)
         while True:
             if not unsent:
                 if outbox.closed:
-                    return
-                handed = outbox.handed
-                with trio.move_on_after(interval):
-                    await outbox.wait_unsent()
-                if not unsent and not outbox.closed and outbox.handed == handed:
-                    await data.send(heartbeat)
+                    break
+                await outbox.wait_unsent()
                 continue
             batch = list(unsent)
-            await data.send_batch(batch)
-            outbox.taken(len(batch))
-    finally:
-        if outbox.data is data:
-            outbox.data = None
+            queued = data.offer_run_nowait(batch)
+            outbox.taken(queued)
+            if queued < len(batch):
+                rest = batch[queued:]
+                await data.send_batch(rest)  # waits for room (or meets the stream's end)
+                outbox.taken(len(rest))
+        nursery.cancel_scope.cancel()
+
+
+async def _heartbeats(data: ClientStream, outbox: _Outbox, interval: float, beat: bytes) -> None:
+    """Send ``beat`` on ``data`` after each ``interval`` in which no packet was queued."""
+    while True:
+        queued = outbox.queued
+        await trio.sleep(interval)
+        if outbox.queued == queued and not outbox.unsent:
+            await data.send(beat)
 
 
 def _settle_data(data: ClientStream, session: _Session) -> None:

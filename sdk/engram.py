@@ -199,12 +199,23 @@ class StreamContext:
         With tracing on, a packet carrying a sampled trace context gets an ``sdk.handle`` span
         from when the handler takes it until it asks for the next one (or returns); its
         metadata's ``traceparent`` is that span, and packets emitted meanwhile are its
-        children."""
+        children.
+
+        Each step is a cancellation point; it yields to other tasks when it waits for the
+        next packet, so packets already waiting are taken one after the other (at most the
+        inbox's capacity) and what the handler emits for them goes out together."""
+        inbox = self._inbox
         try:
             while True:
                 self._end_handling()
+                await trio.lowlevel.checkpoint_if_cancelled()
                 try:
-                    packet = await self._inbox.receive()
+                    packet = inbox.receive_nowait()
+                except trio.WouldBlock:
+                    try:
+                        packet = await inbox.receive()
+                    except (trio.EndOfChannel, trio.ClosedResourceError):
+                        return
                 except (trio.EndOfChannel, trio.ClosedResourceError):
                     return
                 if is_chunked(packet.envelope):

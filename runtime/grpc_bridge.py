@@ -35,6 +35,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 import hyperframe.frame
 import trio
 import trio_asyncio
@@ -237,13 +238,83 @@ def _take_coalesced(pipe: _Pipe[Any], *, wake: bool = True) -> list[Any]:
     return taken
 
 
+#: States in which h2's ``send_data`` only sends: the connection's and the stream's state
+#: machines stay where they are (see :func:`_queue_data_frame`).
+_SENDING_CONNECTION: Final = frozenset(
+    {h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionState.SERVER_OPEN}
+)
+_SENDING_STREAM: Final = frozenset(
+    {h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE}
+)
+#: A DATA frame's type and flags bytes (no END_STREAM, no padding).
+_DATA_TYPE_FLAGS: Final = b"\x00\x00"
+
+
+def _queue_data_frame(
+    h2_connection: h2.connection.H2Connection, stream_id: int, data: bytes
+) -> bool:
+    """What h2's ``send_data(stream_id, data)`` does for one DATA frame without padding or
+    END_STREAM on a stream that can send: both flow-control windows charged and the frame's
+    bytes appended to the connection's outbound buffer, without h2's state-machine steps
+    (no-ops in these states), frame objects and debug logging (measured ~9 -> ~1.5 us).
+    False, having changed nothing, in any other state or when the windows or the peer's
+    frame size do not take ``data`` whole (h2's own ``send_data`` then decides)."""
+    stream = h2_connection.streams.get(stream_id)
+    if (
+        stream is None
+        or stream.state_machine.state not in _SENDING_STREAM
+        or h2_connection.state_machine.state not in _SENDING_CONNECTION
+    ):
+        return False
+    size = len(data)
+    if (
+        size > stream.outbound_flow_control_window
+        or size > h2_connection.outbound_flow_control_window
+        or size > h2_connection.max_outbound_frame_size
+    ):
+        return False
+    stream.outbound_flow_control_window -= size
+    h2_connection.outbound_flow_control_window -= size
+    buffer = h2_connection._data_to_send  # noqa: SLF001 - h2 4.x, pinned by the bridge tests
+    buffer += size.to_bytes(3, "big")
+    buffer += _DATA_TYPE_FLAGS
+    buffer += stream_id.to_bytes(4, "big")
+    buffer += data
+    return True
+
+
+def _write_data_now(h2_stream: Any, data: bytes) -> bool:
+    """Write ``data`` as one DATA frame of grpclib's stream ``h2_stream`` right away when the
+    connection is writable and :func:`_queue_data_frame` takes it (grpclib's bookkeeping
+    included); False, having written nothing, otherwise."""
+    connection = h2_stream.connection
+    if not connection.write_ready.is_set():
+        return False
+    h2_connection = h2_stream._h2_connection  # noqa: SLF001
+    if not _queue_data_frame(h2_connection, h2_stream.id, data):
+        return False
+    h2_stream._transport.write(h2_connection.data_to_send())  # noqa: SLF001
+    size = len(data)
+    h2_stream.data_sent += size
+    connection.data_sent += size
+    connection.data_send_process()
+    return True
+
+
+async def _send_data(h2_stream: Any, data: bytes) -> None:
+    """grpclib's ``send_data`` (which waits for flow control and splits frames), with one
+    frame written at once when :func:`_write_data_now` can."""
+    if not _write_data_now(h2_stream, data):
+        await h2_stream.send_data(data)
+
+
 async def _write_server(
     stream: grpclib.server.Stream[Any, Any], messages: list[Any], ends: _StreamEnds
 ) -> None:
     """Write ``messages`` with one grpclib data write (grpclib's per-message path costs a
     socket write per message; the bookkeeping below mirrors its ``send_message``)."""
     data = _frame_messages(messages, ends._outbound.max_message)  # noqa: SLF001
-    await stream._stream.send_data(data)  # noqa: SLF001
+    await _send_data(stream._stream, data)  # noqa: SLF001
     ends._count_written(messages)  # noqa: SLF001
     stream._send_message_done = True  # noqa: SLF001
     stream._messages_sent += len(messages)  # noqa: SLF001
@@ -263,20 +334,22 @@ def _write_now(stream: Any, messages: list[Any], ends: _StreamEnds) -> bool:
         data = _frame_messages(messages, ends._outbound.max_message)  # noqa: SLF001
     except MessageTooLarge:
         return False  # the pump meets it and ends the stream
-    size = len(data)
-    h2_connection = h2_stream._h2_connection  # noqa: SLF001
-    try:
-        if size > h2_connection.max_outbound_frame_size:
-            return False
-        if h2_connection.local_flow_control_window(h2_stream.id) < size:
-            return False
-        h2_connection.send_data(h2_stream.id, data)
-    except h2.exceptions.H2Error:
-        return False  # the stream is closing: the pump (woken by the caller) finds out
-    h2_stream._transport.write(h2_connection.data_to_send())  # noqa: SLF001
-    h2_stream.data_sent += size
-    connection.data_sent += size
-    connection.data_send_process()
+    if not _write_data_now(h2_stream, data):
+        # Not in the plain state: h2 decides (a stream that is closing raises).
+        size = len(data)
+        h2_connection = h2_stream._h2_connection  # noqa: SLF001
+        try:
+            if size > h2_connection.max_outbound_frame_size:
+                return False
+            if h2_connection.local_flow_control_window(h2_stream.id) < size:
+                return False
+            h2_connection.send_data(h2_stream.id, data)
+        except h2.exceptions.H2Error:
+            return False  # the stream is closing: the pump (woken by the caller) finds out
+        h2_stream._transport.write(h2_connection.data_to_send())  # noqa: SLF001
+        h2_stream.data_sent += size
+        connection.data_sent += size
+        connection.data_send_process()
     stream._send_message_done = True  # noqa: SLF001
     stream._messages_sent += len(messages)  # noqa: SLF001
     connection.messages_sent += len(messages)
@@ -300,7 +373,7 @@ async def _write_client(
 ) -> None:
     """Client twin of :func:`_write_server`."""
     with stream._wrapper:  # noqa: SLF001 - maps transport errors like send_message does
-        await stream._stream.send_data(_frame_messages(messages))  # noqa: SLF001
+        await _send_data(stream._stream, _frame_messages(messages))  # noqa: SLF001
     ends._count_written(messages)  # noqa: SLF001
     stream._send_message_done = True  # noqa: SLF001
     stream._messages_sent += len(messages)  # noqa: SLF001

@@ -187,10 +187,16 @@ def _short_data_frame_repr(frame: hyperframe.frame.DataFrame) -> str:
     return f"<{len(frame.data)} bytes of data>"
 
 
+def _data_frame_repr(frame: hyperframe.frame.DataFrame) -> str:
+    return f"DataFrame(stream_id={frame.stream_id}): <{len(frame.data)} bytes of data>"
+
+
 # h2 formats ``repr(frame)`` of every frame it receives for a trace log call that discards it,
 # and a DATA frame's repr serialises its body again and hex-dumps it: measured at 2-5 % of the
-# hub's CPU at peak. Its repr here names the size only.
+# hub's CPU at peak. Its repr here names the stream and the size only (not the flags, whose
+# sorted listing cost as much again).
 hyperframe.frame.DataFrame._body_repr = _short_data_frame_repr  # type: ignore[method-assign,assignment]  # noqa: SLF001
+hyperframe.frame.DataFrame.__repr__ = _data_frame_repr  # type: ignore[method-assign,assignment]
 
 #: Bytes coalesced into one HTTP/2 write at most (grpclib splits it into frames as needed).
 _COALESCE_BYTES: Final = 256 * 1024
@@ -827,13 +833,15 @@ def _sink(inbound: _Pipe[Any], messages: list[Any]) -> list[Any]:
     the pipe."""
     sink = inbound.sink
     assert sink is not None
+    begin_write_behind()  # not the context manager: this runs for every read
     try:
-        with write_behind():
-            taken = sink(messages)
+        taken = sink(messages)
     except Exception:
         log.exception("the stream's read callback failed; the stream's reader takes over")
         inbound.sink = None
         return messages
+    finally:
+        end_write_behind()
     return messages[taken:] if taken else messages
 
 

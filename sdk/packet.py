@@ -85,7 +85,9 @@ class Packet:
         return self.metadata.get(HEARTBEAT_KEY, "").lower() == "true"
 
     def __post_init__(self) -> None:
-        frames = sum(frame is not None for frame in (self.binary, self.audio, self.video))
+        if self.audio is None and self.video is None:
+            return  # at most a binary frame (the common case, checked cheaply)
+        frames = (self.binary is not None) + (self.audio is not None) + (self.video is not None)
         if frames > 1:
             raise ValueError("a packet carries at most one frame (binary, audio or video)")
 
@@ -200,7 +202,11 @@ def _decode_plain(data: bytes) -> Packet | None:
             at = start
             while at < pos:
                 inner = data[at]
-                size, at = _length(data, at + 1)
+                size = data[at + 1]
+                if size < 0x80:
+                    at += 2
+                else:
+                    size, at = decode_varint(data, at + 1)
                 if inner == 0x0A:
                     key = data[at : at + size].decode()
                 else:

@@ -19,7 +19,7 @@ import trio
 
 from bobravoz.connector.config import ConnectorConfig
 from bobravoz.protocol.constants import FATAL_HUB_CODES, PROCESS_METHOD
-from bobravoz.protocol.packets import is_heartbeat, split_process_message, wrap_process_message
+from bobravoz.protocol.packets import is_heartbeat, split_process_message
 from bobravoz.protocol.scan import (
     DATA_PACKET_LAYOUT,
     DATA_REQUEST_LAYOUT,
@@ -31,7 +31,7 @@ from bobravoz.protocol.scan import (
     scan_process,
 )
 from bobravoz.protocol.validation import validate_packet
-from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout
+from bobravoz.protocol.wire import PacketLayout, WireFormatError, convert_layout, encode_varint
 from bobravoz.runtime.channel import BoundedChannel, ChannelLimits, DropPolicy
 from bobravoz.runtime.grpc_bridge import ClientStream, ServerStream, open_grpc_channel
 from bobravoz.runtime.metrics import BindingCounters, DepthProbe, TransportMetrics
@@ -52,6 +52,22 @@ log = logging.getLogger(__name__)
 _TO_RESPONSE: Final = retag_table(DATA_PACKET_LAYOUT, DATA_REQUEST_LAYOUT)
 #: The hub bounds packet sizes; the link takes what the contract's field limits allow.
 _ANY_SIZE: Final = 1 << 62
+
+#: The one-byte varints, and the first bytes of longer ones.
+_SMALL: Final = tuple(bytes((value,)) for value in range(128))
+_HIGH: Final = tuple(bytes((value | 0x80,)) for value in range(128))
+
+
+def wrap_packet(packet: bytes) -> bytes:
+    """The ``ProcessRequest`` holding ``packet`` (``DataPacket`` bytes) as its ``packet``
+    field: what ``wrap_process_message(packet)`` gives, with the length from tables."""
+    size = len(packet)
+    if size < 0x80:
+        return b"\x0a" + _SMALL[size] + packet
+    if size < 0x4000:
+        return b"\x0a" + _HIGH[size & 0x7F] + _SMALL[size >> 7] + packet
+    return b"\x0a" + encode_varint(size) + packet
+
 
 #: Refusals that no retry can fix: the connector stops and reports them.
 FATAL_CODES: Final = FATAL_HUB_CODES
@@ -230,7 +246,7 @@ class HubLink:
             self.outbox,
             stream,
             ledger,
-            encode=wrap_process_message,
+            encode=wrap_packet,
             after_batch=self._refresh_written,
         )
 

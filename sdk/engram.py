@@ -310,8 +310,10 @@ class _Outbox:
         #: Encoded packets taken from the handler and not yet queued on a Data stream, oldest
         #: first (a broken connection's unwritten backlog returns here too).
         self.unsent: collections.deque[bytes] = collections.deque()
-        #: Packets queued on Data streams so far (the heartbeat's idle check reads it).
+        #: Packets queued on Data streams so far.
         self.queued = 0
+        #: When packets were last queued (trio time; the heartbeat counts idleness from it).
+        self.last_queued = 0.0
         #: Set once the handler is done: nothing more will be sent.
         self.closed = False
         self._pump_lot = trio.lowlevel.ParkingLot()
@@ -352,6 +354,7 @@ class _Outbox:
             for _ in range(count):
                 unsent.popleft()
             self.queued += count
+            self.last_queued = trio.current_time()
             self._room_lot.unpark_all()
 
 
@@ -522,12 +525,17 @@ async def _pump_out(data: ClientStream, session: _Session) -> None:
 
 
 async def _heartbeats(data: ClientStream, outbox: _Outbox, interval: float, beat: bytes) -> None:
-    """Send ``beat`` on ``data`` after each ``interval`` in which no packet was queued."""
+    """Send ``beat`` on ``data`` once ``interval`` passed since packets or the last beat
+    were queued (none while packets wait for the stream: the pump is busy with them)."""
+    last_beat = trio.current_time()
     while True:
-        queued = outbox.queued
-        await trio.sleep(interval)
-        if outbox.queued == queued and not outbox.unsent:
+        due = max(last_beat, outbox.last_queued) + interval
+        if trio.current_time() < due:
+            await trio.sleep_until(due)
+            continue
+        if not outbox.unsent:
             await data.send(beat)
+        last_beat = trio.current_time()
 
 
 def _settle_data(data: ClientStream, session: _Session) -> None:

@@ -10,7 +10,7 @@ Stories are in tests/integration/test_story_primitives.py.
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +137,44 @@ async def story_run(
                     nursery.start_soon(_read, streams[step], inbox.of(step))
                 yield Run(streams, inbox, channel, running.hub)
                 nursery.cancel_scope.cancel()
+
+
+def _sink_depth(hub: Any) -> int:
+    """Packets in the ``sink`` step's buffer (0 before it exists)."""
+    sink = hub.find("default", "run-1", "sink")
+    return sink.channel.depth if sink is not None else 0
+
+
+async def late_sink_run(
+    text: str, count: int, held: Callable[[Any], int], bound: int
+) -> list[Received]:
+    """Serve Story ``text``, send ``count`` packets from ``src`` while ``sink`` is not
+    connected, check the hub then holds exactly ``bound`` packets (``held(hub)``) with the
+    source waiting, connect ``sink`` and return everything it receives."""
+    with trio.fail_after(20):
+        async with (
+            open_grpc_loop(),
+            running_hub(local(text)) as running,
+            open_grpc_channel(running.endpoint) as channel,
+            channel.open_stream(PROCESS_METHOD, headers("src")) as src,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def produce() -> None:
+                for index in range(count):
+                    await src.send(message({"n": index}))
+
+            nursery.start_soon(produce)
+            hub = running.hub
+            await until(lambda: held(hub) == bound, lambda: f"{held(hub)} held in the hub")
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            assert held(hub) == bound, "the hub took more than the target's bound"
+            got: list[Received] = []
+            async with channel.open_stream(PROCESS_METHOD, headers("sink")) as sink:
+                nursery.start_soon(_read, sink, got)
+                await until(lambda: len(got) == count, lambda: f"{len(got)} of {count}")
+                nursery.cancel_scope.cancel()
+    return got
 
 
 def story(steps: str, *, extra: str = "", transport: str = "") -> str:
@@ -439,32 +477,7 @@ async def test_a_full_block_buffer_holds_the_primitive_path_and_nothing_is_lost(
         backpressure: {buffer: {maxMessages: 5}}
 """,
     )
-    with trio.fail_after(20):
-        async with (
-            open_grpc_loop(),
-            running_hub(local(text)) as running,
-            open_grpc_channel(running.endpoint) as channel,
-            channel.open_stream(PROCESS_METHOD, headers("src")) as src,
-            trio.open_nursery() as nursery,
-        ):
-
-            async def produce() -> None:
-                for index in range(50):
-                    await src.send(message({"n": index}))
-
-            nursery.start_soon(produce)
-            await until(
-                lambda: (
-                    (b := running.hub.find("default", "run-1", "sink")) is not None
-                    and b.channel.depth == 5
-                ),
-                lambda: "the sink's buffer filling up",
-            )
-            got: list[Received] = []
-            async with channel.open_stream(PROCESS_METHOD, headers("sink")) as sink:
-                nursery.start_soon(_read, sink, got)
-                await until(lambda: len(got) == 50, lambda: f"{len(got)} of 50 delivered")
-                nursery.cancel_scope.cancel()
+    got = await late_sink_run(text, 50, lambda hub: _sink_depth(hub), 5)
     assert [r.inputs["n"] for r in got] == list(range(50))
     assert [r.payload["n"] for r in got] == list(range(50))
     assert [r.sequence for r in got] == list(range(1, 51))
@@ -508,37 +521,8 @@ async def test_the_sleep_line_is_bounded_by_the_targets_buffer() -> None:
         backpressure: {buffer: {maxMessages: 3}}
 """,
     )
-    with trio.fail_after(20):
-        async with (
-            open_grpc_loop(),
-            running_hub(local(text)) as running,
-            open_grpc_channel(running.endpoint) as channel,
-            channel.open_stream(PROCESS_METHOD, headers("src")) as src,
-            trio.open_nursery() as nursery,
-        ):
-            sent = 0
-
-            async def produce() -> None:
-                nonlocal sent
-                for index in range(20):
-                    await src.send(message({"n": index}))
-                    sent += 1
-
-            nursery.start_soon(produce)
-            hub = running.hub
-
-            def held() -> int:
-                sink = hub.find("default", "run-1", "sink")
-                return (sink.channel.depth if sink else 0) + len(hub._delayed)  # noqa: SLF001
-
-            await until(lambda: held() == 6, lambda: f"{held()} held in the hub")
-            await trio.testing.wait_all_tasks_blocked(0.05)
-            assert held() == 6, "the sleep line took more than the target's bound"
-            got: list[Received] = []
-            async with channel.open_stream(PROCESS_METHOD, headers("sink")) as sink:
-                nursery.start_soon(_read, sink, got)
-                await until(lambda: len(got) == 20, lambda: f"{len(got)} of 20 delivered")
-                nursery.cancel_scope.cancel()
+    # the sink's buffer (3) and its share of the sleep line (3), and nothing more
+    got = await late_sink_run(text, 20, lambda hub: _sink_depth(hub) + len(hub._delayed), 6)  # noqa: SLF001
     assert [r.payload["n"] for r in got] == list(range(20))
     assert [r.sequence for r in got] == list(range(1, 21))
 

@@ -109,7 +109,7 @@ def primitive_path() -> None:
 
     def primitives() -> bytes:
         _, start, end, _, _ = scan_process(raw, 1 << 20, ())
-        (delivery,) = evaluate(state, "source", raw[start:end], heartbeat=False, now=0.0).deliveries
+        (delivery,) = evaluate(state, "source", raw[start:end], heartbeat=False).deliveries
         return delivery.stamp(stamp, 7)
 
     base = measure("hub per packet, plain forwarding (scan + stamp)", plain)

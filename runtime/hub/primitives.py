@@ -452,9 +452,9 @@ class RunState:
         self.terminated = False
         #: Chunked packets: the decision made for a chunk set's first chunk, by
         #: (source, stream id, chunk id), applied to its other chunks (bounded).
-        self.chunk_decisions: collections.OrderedDict[
-            tuple[str, str, str], tuple[list[Delivery], Outcome, tuple[str, int] | None]
-        ] = collections.OrderedDict()
+        self.chunk_decisions: collections.OrderedDict[tuple[str, str, str], Outcome] = (
+            collections.OrderedDict()
+        )
 
     def join_cache(self, target: str, policy: JoinPolicy) -> JoinCache[bytes]:
         """The join cache of ``target``, created on first use."""
@@ -560,13 +560,10 @@ def evaluate(
     packet: bytes,
     *,
     heartbeat: bool,
-    now: float,
-    skip: frozenset[str] = frozenset(),
 ) -> Outcome:
     """Decide what happens to ``packet`` (DataPacket bytes, validated) from ``source``.
 
-    ``skip`` names targets already served (a restarted actor resuming a packet). Raises
-    only WireFormatError for a payload that is not a Struct (the caller counts it).
+    Raises only WireFormatError for a payload that is not a Struct (the caller counts it).
     """
     routes = state.plan.routes.get(source, ())
     if not routes:
@@ -583,27 +580,20 @@ def evaluate(
             if envelope.chunk_index + 1 >= envelope.chunk_count:
                 del state.chunk_decisions[chunk]
             return _same_decision(decided, packet)
-    outcome = _evaluate(state, source, packet, parts, routes, heartbeat, now, skip, chunk)
+    outcome = _evaluate(state, source, packet, parts, routes, heartbeat, chunk)
     if chunk is not None and envelope is not None and envelope.chunk_count > 1:
-        state.chunk_decisions[chunk] = (
-            outcome.deliveries,
-            outcome,
-            outcome.deliveries[0].cycle if outcome.deliveries else None,
-        )
+        state.chunk_decisions[chunk] = outcome
         if len(state.chunk_decisions) > _CHUNK_DECISIONS:
             state.chunk_decisions.popitem(last=False)
     return outcome
 
 
-def _same_decision(
-    decided: tuple[list[Delivery], Outcome, tuple[str, int] | None], packet: bytes
-) -> Outcome:
+def _same_decision(first: Outcome, packet: bytes) -> Outcome:
     """The first chunk's decision for a later chunk: the same targets, delays, cycle and
     rewrite (inputs, partition, join metadata), applied to this chunk's bytes."""
-    deliveries, first, _cycle = decided
     outcome = Outcome()
     outcome.filtered.update(first.filtered)
-    for delivery in deliveries:
+    for delivery in first.deliveries:
         outcome.deliveries.append(
             Delivery(
                 target=delivery.target,
@@ -623,8 +613,6 @@ def _evaluate(
     parts: Any,
     routes: tuple[Route, ...],
     heartbeat: bool,
-    now: float,
-    skip: frozenset[str],
     chunk: tuple[str, str, str] | None,
 ) -> Outcome:
     plan = state.plan
@@ -649,8 +637,6 @@ def _evaluate(
         state.cycles[key] = token
         cycle = (key, token)
     for route in routes:
-        if route.target in skip:
-            continue
         try:
             reason = _decide(plan, route, data, heartbeat)
             if reason is not None:
@@ -662,7 +648,7 @@ def _evaluate(
                 else:
                     _report_run_request(state, source, route, data, outcome)
                 continue
-            out = _deliver(state, source, route, parts, payload, data, heartbeat, now, chunk)
+            out = _deliver(state, source, route, parts, payload, data, heartbeat, chunk)
         except TemplateError as error:
             outcome.template_errors[error.reason] += 1
             if outcome.template_errors[error.reason] in (1, 100, 10000):
@@ -723,7 +709,6 @@ def _deliver(
     payload: Mapping[str, Any],
     data: Mapping[str, Any],
     heartbeat: bool,
-    now: float,
     chunk: tuple[str, str, str] | None,
 ) -> Rewrite | str | tuple[Rewrite | None, list[tuple[str, Joined[bytes]]], int]:
     """How the packet changes for ``route.target``; a filtered reason; or, for a join, the

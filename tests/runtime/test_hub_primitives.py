@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_hub_inprocess import headers, local, running_hub, until
+from test_hub_inprocess import headers, local, quiet, running_hub, until
 
 from bobravoz.protocol.constants import PROCESS_METHOD
 from bobravoz.protocol.gen.google.protobuf import Struct
@@ -32,7 +32,7 @@ from bobravoz.runtime.grpc_bridge import (
     open_grpc_channel,
     open_grpc_loop,
 )
-from bobravoz.runtime.hub import TopologyRegistry
+from bobravoz.runtime.hub import HubSettings, TopologyRegistry
 from bobravoz.runtime.status import RemoteStatusError
 from bobravoz.runtime.story import parse_story
 from bobravoz.runtime.topology import streaming_topology
@@ -114,7 +114,11 @@ class Run:
 
 @asynccontextmanager
 async def story_run(
-    text: str, steps: list[str], *, job_steps: tuple[str, ...] = ()
+    text: str,
+    steps: list[str],
+    *,
+    job_steps: tuple[str, ...] = (),
+    settings: HubSettings | None = None,
 ) -> AsyncIterator[Run]:
     """Serve Story ``text`` (``job_steps``: its job-mode engram steps) and open a stream for
     each of ``steps`` (in order), readers on."""
@@ -122,7 +126,7 @@ async def story_run(
     with trio.fail_after(20):
         async with (
             open_grpc_loop(),
-            running_hub(registry) as running,
+            running_hub(registry, settings) as running,
             open_grpc_channel(running.endpoint) as channel,
             AsyncExitStack() as stack,
         ):
@@ -320,7 +324,8 @@ async def test_quorum_join_merges_parts_by_key_and_counts_expiry_and_eviction() 
         fanIn: {mode: quorum, quorum: 2, timeoutSeconds: 1, maxEntries: 2}
 """,
     )
-    async with story_run(text, ["c", "a", "b"]) as run:
+    # the reaper (every quarter of the binding TTL) expires joins past their timeout
+    async with story_run(text, ["c", "a", "b"], settings=quiet(binding_ttl=0.4)) as run:
         # b has empty needs (so depends on a): a's packets reach b and c; send b's own.
         await run.streams["a"].send(message({"from": "a"}, **{"bubu.join.key": "k1"}))
         await run.streams["b"].send(message({"from": "b"}, **{"bubu.join.key": "k1"}))
@@ -338,13 +343,12 @@ async def test_quorum_join_merges_parts_by_key_and_counts_expiry_and_eviction() 
             lambda: run.counters("b").lost["join_evicted"] == 1,
             lambda: str(run.counters("b").lost),
         )
-        # expiry: after the 1 s timeout the next offer collects the stale entries
-        await trio.sleep(1.1)  # the TTL itself is what is under test
-        await run.streams["b"].send(message({"from": "b"}, **{"bubu.join.key": "late"}))
+        # expiry: the two entries left are collected once their 1 s timeout has passed
         await until(
-            lambda: run.counters("b").lost["join_expired"] == 2,
-            lambda: str(run.counters("b").lost),
+            lambda: run.counters("c").lost["join_expired"] == 2,
+            lambda: str(run.counters("c").lost),
         )
+        assert run.hub.join_parts_waiting() == 0
 
 
 async def test_hash_partitioning_sets_the_envelope_partition() -> None:

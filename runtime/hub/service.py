@@ -949,40 +949,6 @@ class Hub:
             )
         return outcome
 
-    def _hand_over_now(
-        self,
-        binding: StepBinding,
-        routes: RunRoutes,
-        state: RunState,
-        raw: bytes,
-        deliveries: list[Delivery],
-        heartbeat: bool,
-    ) -> tuple[Delivery, int] | None:
-        """Give each delivery to its target's buffer (or to the sleep line) without
-        waiting. At the first one that does not fit (a full ``block`` buffer, or the sleep
-        line's share of the target), its sequence is given back, it and the rest stay on
-        ``binding.pending``, and it is returned with the bytes it needs in the buffer (0 for
-        the sleep line); None when everything was handed over."""
-        for index, delivery in enumerate(deliveries):
-            size = 0
-            if delivery.delay > 0:
-                if self._delay(state, binding, delivery, heartbeat, routes):
-                    continue
-            else:
-                target = self._target(binding, delivery.target, routes, binding.counters)
-                if target is None:
-                    continue
-                sequence = 0 if heartbeat else target.next_sequence()
-                outgoing = delivery.stamp(target.stamp, sequence)
-                if self._offer_now(target, outgoing):
-                    continue
-                if sequence:
-                    target.sequence = sequence  # stamped again when it fits
-                size = len(outgoing)
-            binding.pending = (raw, deliveries[index:], heartbeat)
-            return delivery, size
-        return None
-
     async def _hand_over(
         self,
         binding: StepBinding,
@@ -992,35 +958,36 @@ class Hub:
         deliveries: list[Delivery],
         heartbeat: bool,
     ) -> None:
-        """:meth:`_hand_over_now`, waiting for room wherever a delivery does not fit; the
-        deliveries not yet handed over stay on ``binding.pending`` while it waits (a
-        restarted actor hands them over without deciding again)."""
-        while (
-            blocked := self._hand_over_now(binding, routes, state, raw, deliveries, heartbeat)
-        ) is not None:
+        """Give each delivery to its target's buffer (or to the sleep line), waiting only
+        for a full ``block`` buffer; the deliveries not yet handed over stay on
+        ``binding.pending`` while it waits."""
+        for index, delivery in enumerate(deliveries):
+            if delivery.delay > 0:
+                while not self._delay(state, binding, delivery, heartbeat, routes):
+                    # The sleep line holds what the target may: wait, holding the rest.
+                    binding.pending = (raw, deliveries[index:], heartbeat)
+                    end_write_behind()
+                    try:
+                        await self._wait_sleep_room()
+                    finally:
+                        begin_write_behind()
+                    binding.pending = None
+                continue
+            target = self._target(binding, delivery.target, routes, binding.counters)
+            if target is None:
+                continue
+            sequence = 0 if heartbeat else target.next_sequence()
+            outgoing = delivery.stamp(target.stamp, sequence)
+            if self._offer_now(target, outgoing):
+                continue
+            # The one waiting stays pending too: cancelled here, it is handed over again.
+            binding.pending = (raw, deliveries[index:], heartbeat)
             end_write_behind()  # what this pass offered is written before waiting
             try:
-                await self._wait_for_room(binding, routes, *blocked)
+                await self._offer_waiting(target, outgoing)
             finally:
                 begin_write_behind()
-            assert binding.pending is not None
-            _, deliveries, heartbeat = binding.pending
             binding.pending = None
-
-    async def _wait_for_room(
-        self, binding: StepBinding, routes: RunRoutes, blocked: Delivery, size: int
-    ) -> None:
-        """Wait until ``blocked`` fits: a packet left the sleep line, or its target's
-        buffer has room for its ``size`` stamped bytes (or was released: the next try
-        counts it lost)."""
-        if blocked.delay > 0:
-            await self._wait_sleep_room()
-            return
-        target = self._target(binding, blocked.target, routes, binding.counters)
-        if target is None:
-            return
-        with contextlib.suppress(trio.ClosedResourceError):
-            await target.channel.wait_room(size)
 
     def _delay(
         self,
@@ -1243,8 +1210,21 @@ class Hub:
                 _count_in(counters, heartbeat, end - start)
                 outcome = self._decide(state, binding, raw[start:end], heartbeat)
                 deliveries = outcome.deliveries if outcome is not None else []
-                if self._hand_over_now(binding, routes, state, raw, deliveries, heartbeat):
-                    return routed  # the actor hands over the rest (binding.pending)
+                for index, delivery in enumerate(deliveries):
+                    if delivery.delay > 0:
+                        if not self._delay(state, binding, delivery, heartbeat, routes):
+                            binding.pending = (raw, deliveries[index:], heartbeat)
+                            return routed
+                        continue
+                    target = self._target(binding, delivery.target, routes, counters)
+                    if target is None:
+                        continue
+                    sequence = 0 if heartbeat else target.next_sequence()
+                    if not self._offer_now(target, delivery.stamp(target.stamp, sequence)):
+                        if sequence:
+                            target.sequence = sequence  # the actor stamps it again
+                        binding.pending = (raw, deliveries[index:], heartbeat)
+                        return routed
                 routed += 1
         except Exception:
             # Never raise into the bridge: the actor takes the rest (and meets the same

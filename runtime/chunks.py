@@ -242,11 +242,19 @@ class Reassembler(Generic[F]):
         """Drop every assembly of ``stream_id`` (its stream ended); return how many."""
         if not self._per_stream.get(stream_id):
             return 0
-        doomed = [
-            (key, assembly)
-            for key, assembly in self._assemblies.items()
-            if assembly.stream_id == stream_id
-        ]
+        return self._drop(
+            [
+                (key, assembly)
+                for key, assembly in self._assemblies.items()
+                if assembly.stream_id == stream_id
+            ]
+        )
+
+    def drop_all(self) -> int:
+        """Drop every assembly in progress (no more chunks can come); return how many."""
+        return self._drop(list(self._assemblies.items()))
+
+    def _drop(self, doomed: list[tuple[tuple[str, str, str], _Assembly[F]]]) -> int:
         for key, assembly in doomed:
             self._discard(key, assembly)
         self.counts["dropped"] += len(doomed)

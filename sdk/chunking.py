@@ -162,3 +162,7 @@ class ChunkJoiner:
     def expire(self, now: float | None = None) -> int:
         """Drop the payloads not added to for ``ttl`` seconds; return how many."""
         return self._reassembler.expire(now)
+
+    def drop_incomplete(self) -> int:
+        """Drop every payload still missing chunks (no more can come); return how many."""
+        return self._reassembler.drop_all()

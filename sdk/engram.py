@@ -38,7 +38,7 @@ from bobravoz.protocol.constants import (
 )
 from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlRequest, ControlResponse
 from bobravoz.runtime.binding_envelope import BindingError, parse_binding
-from bobravoz.runtime.chunks import MAX_CHUNK_BYTES, is_chunked
+from bobravoz.runtime.chunks import MAX_CHUNK_BYTES, ChunkError, is_chunked
 from bobravoz.runtime.endpoints import Endpoint, parse_endpoint
 from bobravoz.runtime.envconfig import ConfigError, EnvReader
 from bobravoz.runtime.errors import SupervisorEscalation
@@ -60,6 +60,12 @@ from bobravoz.runtime.tracing import (
     start_hop,
 )
 from bobravoz.sdk.chunking import ChunkJoiner, split_binary
+from bobravoz.sdk.losses import (
+    CHUNK_SET_EXPIRED,
+    CHUNK_SET_INCOMPLETE,
+    UNDECODABLE,
+    ReceiveLosses,
+)
 from bobravoz.sdk.packet import Packet, decode_packet, encode_packet
 from bobravoz.sdk.report import report
 
@@ -176,11 +182,15 @@ class StreamContext:
         namespace: str = "",
         tracing: Tracing = DISABLED,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        losses: ReceiveLosses | None = None,
     ) -> None:
         self._inbox = inbox
         self._chunk_bytes = chunk_bytes
         #: Joins chunked payloads back into one packet before the handler sees them.
         self._joiner = ChunkJoiner()
+        #: What was received and never reached the handler (a chunk set that cannot be
+        #: joined, or was still missing chunks when the upstream ended), by reason.
+        self.losses = ReceiveLosses() if losses is None else losses
         #: The stream id of this engram's chunk sets (a chunk set needs one).
         self._chunk_stream = f"{step or 'engram'}-{uuid.uuid4().hex[:12]}"
         self._outbox = outbox
@@ -215,17 +225,15 @@ class StreamContext:
                     try:
                         packet = await inbox.receive()
                     except (trio.EndOfChannel, trio.ClosedResourceError):
+                        self.drop_incomplete_chunk_sets()
                         return
                 except (trio.EndOfChannel, trio.ClosedResourceError):
+                    self.drop_incomplete_chunk_sets()
                     return
                 if is_chunked(packet.envelope):
-                    try:
-                        joined = self._joiner.add(packet)
-                    except ValueError as error:
-                        log.warning("a chunk set from upstream cannot be joined: %s", error)
-                        continue
+                    joined = self._join(packet)
                     if joined is None:
-                        continue  # more chunks of this payload to come
+                        continue  # more chunks of this payload to come, or counted lost
                     packet = joined
                 if self._tracing.enabled:
                     self._handling = start_hop(
@@ -234,6 +242,33 @@ class StreamContext:
                 yield packet
         finally:
             self._end_handling()
+
+    def _join(self, packet: Packet) -> Packet | None:
+        """The whole packet ``packet`` completes, else None; a chunk the joiner refuses and
+        the sets it let expire are counted in :attr:`losses`."""
+        joiner = self._joiner
+        expired = joiner.counts["expired"]
+        try:
+            joined = joiner.add(packet)
+        except ValueError as error:  # ChunkError, with its reason
+            reason = error.reason if isinstance(error, ChunkError) else "invalid"
+            self.losses.count(f"chunk_{reason}", f"a chunk from upstream: {error}")
+            joined = None
+        self.losses.count(
+            CHUNK_SET_EXPIRED,
+            "chunked payloads stopped receiving chunks",
+            joiner.counts["expired"] - expired,
+        )
+        return joined
+
+    def drop_incomplete_chunk_sets(self) -> None:
+        """No more chunks can come (the upstream ended, or the engram is finishing): every
+        payload still missing chunks is dropped and counted in :attr:`losses`."""
+        self.losses.count(
+            CHUNK_SET_INCOMPLETE,
+            "chunked payloads were still missing chunks when no more could come",
+            self._joiner.drop_incomplete(),
+        )
 
     def _end_handling(self) -> None:
         span, self._handling = self._handling, None
@@ -376,6 +411,8 @@ class _Session:
         self.received: collections.deque[Packet] = collections.deque()
         #: Set once the first connection is ready: the handler starts then.
         self.ready = trio.Event()
+        #: What was received and never reached the handler, by reason (reported at the end).
+        self.losses = ReceiveLosses()
 
     def context(self) -> StreamContext:
         settings = self.settings
@@ -388,6 +425,7 @@ class _Session:
             namespace=settings.namespace,
             tracing=self.tracing,
             chunk_bytes=settings.chunk_bytes,
+            losses=self.losses,
         )
 
 
@@ -433,13 +471,13 @@ async def _control_loop(control: ClientStream, interval: float) -> None:
                     log.info("connector says %s %s", response.action.name, dict(response.metadata))
 
 
-def _inbound_packet(raw: bytes) -> Packet | None:
-    """The data packet in ``raw`` from the connector; None for a heartbeat or (logged) an
-    undecodable one."""
+def _inbound_packet(raw: bytes, losses: ReceiveLosses) -> Packet | None:
+    """The data packet in ``raw`` from the connector; None for a heartbeat or an undecodable
+    one (counted in ``losses``)."""
     try:
         packet = decode_packet(raw)
     except ValueError as error:
-        log.warning("dropping undecodable packet: %s", error)
+        losses.count(UNDECODABLE, f"a packet from the connector does not decode: {error}")
         return None
     return None if packet.is_heartbeat else packet
 
@@ -464,7 +502,7 @@ async def _pump_in(data: ClientStream, session: _Session) -> None:
         if not handing:
             return 0
         for index, raw in enumerate(messages):
-            packet = _inbound_packet(raw)
+            packet = _inbound_packet(raw, session.losses)
             if packet is None:
                 continue
             try:
@@ -488,7 +526,7 @@ async def _pump_in(data: ClientStream, session: _Session) -> None:
             finally:
                 handing = False
             for raw in batch:
-                packet = _inbound_packet(raw)
+                packet = _inbound_packet(raw, session.losses)
                 if packet is not None:
                     received.append(packet)
     finally:
@@ -545,7 +583,7 @@ def _settle_data(data: ClientStream, session: _Session) -> None:
     backlog = [message for message in data.withdraw() if message is not marker]
     session.unsent.extendleft(reversed(backlog))
     for raw in data.withdraw_inbound():
-        packet = _inbound_packet(raw)
+        packet = _inbound_packet(raw, session.losses)
         if packet is not None:
             session.received.append(packet)
 
@@ -641,7 +679,9 @@ async def serve_engram(
 
     Raises EngramError when the engram cannot run (fatal refusal, retries exhausted) and
     SupervisorEscalation when the handler keeps failing past its restart budget. ``tracing``
-    gives the handler's packets their ``sdk.emit``/``sdk.handle`` spans.
+    gives the handler's packets their ``sdk.emit``/``sdk.handle`` spans. However it ends,
+    what was received and never reached the handler is reported by reason (a ``losses``
+    line, :mod:`bobravoz.sdk.losses`) when there is any.
     """
     session = _Session(settings, tracing)
     context = session.context()
@@ -656,10 +696,14 @@ async def serve_engram(
             context._end_handling()  # noqa: SLF001 - the span of the last packet it took
         session.outbox.close()
 
-    async with open_supervisor("engram", settings.restart) as supervisor:
-        supervisor.start_child("handler", run_handler, restart=Restart.TRANSIENT)
-        await _connect_forever(session)
-        supervisor.cancel()
+    try:
+        async with open_supervisor("engram", settings.restart) as supervisor:
+            supervisor.start_child("handler", run_handler, restart=Restart.TRANSIENT)
+            await _connect_forever(session)
+            supervisor.cancel()
+    finally:
+        context.drop_incomplete_chunk_sets()
+        session.losses.report(settings.step)
 
 
 def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> int:

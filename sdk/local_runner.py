@@ -85,6 +85,9 @@ class Child:
     process: trio.Process
     reports: list[dict[str, Any]] = field(default_factory=list)
     stopping: bool = False
+    #: An engram's ``losses`` report: what its SDK received and its handler never saw, by
+    #: reason (kept apart so :attr:`last` stays its own summary).
+    losses: dict[str, int] = field(default_factory=dict)
 
     @property
     def last(self) -> dict[str, Any]:
@@ -111,7 +114,11 @@ async def _read_lines(child: Child, ready: trio.Event | None) -> None:
             except ValueError:
                 print(f"[{child.name}] {line.decode(errors='replace')}", file=sys.stderr)
                 continue
-            if isinstance(report, dict):
+            if isinstance(report, dict) and report.get("event") == "losses":
+                reasons = report.get("reasons")
+                if isinstance(reasons, dict):
+                    child.losses = {str(k): int(v) for k, v in reasons.items()}
+            elif isinstance(report, dict):
                 child.reports.append(report)
                 if ready is not None and report.get("event") == "ready":
                     ready.set()
@@ -227,6 +234,9 @@ class Summary:
     story_accounting: bool = False
     #: Each engram step's last report (its summary when it finished), in Story order.
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: What each engram's SDK received and its handler never saw, by reason (steps with
+    #: none left out).
+    engram_losses: dict[str, dict[str, int]] = field(default_factory=dict)
     #: With ``--trace``: the slowest packet's trace, rendered as a waterfall.
     waterfall: str = ""
 
@@ -249,10 +259,15 @@ class Summary:
     def lost(self) -> int:
         """Packets neither delivered nor dropped by a declared policy (expected - delivered -
         declared drops); what the transport counted as lost is never subtracted. For a Story
-        with primitives: what the transport counted as lost."""
+        with primitives: what the transport and the engrams' SDKs counted as lost."""
         if self.story_accounting:
-            return self.loss.lost_counted
+            return self.loss.lost_counted + self.engram_lost
         return self.accounting.lost
+
+    @property
+    def engram_lost(self) -> int:
+        """What the engrams' SDKs received and could not give their handlers, all steps."""
+        return sum(sum(reasons.values()) for reasons in self.engram_losses.values())
 
     @property
     def lost_counted(self) -> int:
@@ -265,7 +280,7 @@ class Summary:
         by the transport), a failed process or reordering."""
         if self.interrupted:
             return 130
-        lossy = self.lost or self.lost_counted
+        lossy = self.lost or self.lost_counted or self.engram_lost
         return 1 if lossy or self.failed or self.out_of_order else 0
 
     def describe_security(self) -> str:
@@ -300,6 +315,11 @@ class Summary:
             lines.extend(
                 f"step       {name}: {describe_report(r)}" for name, r in self.steps.items()
             )
+        lines.extend(
+            f"engram     {name} lost {sum(reasons.values())} before its handler: "
+            + ", ".join(f"{reason}={count}" for reason, count in sorted(reasons.items()))
+            for name, reasons in self.engram_losses.items()
+        )
         if self.failed:
             lines.append(f"failed     {', '.join(self.failed)}")
         if self.interrupted:
@@ -573,6 +593,8 @@ async def _run_story(
             summary.failed.append(f"{child.name} (exit {child.process.returncode})")
         if child.role != "engram":
             continue
+        if child.losses:
+            summary.engram_losses[child.name] = child.losses
         if report.get("role") == "source":
             sent[child.name] = int(report.get("sent", 0))
         if report.get("role") == "sink":

@@ -151,6 +151,7 @@ def assert_story_summary(run: UpRun, *, lossless: bool = True) -> None:
     if lossless:
         assert run.counts["lost"] == 0, run.output
         assert run.lost == {}, run.output
+        assert "before its handler" not in run.stdout, run.output  # an engram SDK's loss
         assert run.status == 0, run.output
 
 
@@ -425,6 +426,20 @@ def test_a_30_mib_binary_payload_is_chunked_routed_and_reassembled_byte_identica
     decoy_chunks = -(-by_kind["decoy"] // CHUNK_BYTES)
     assert decoy_chunks > 1
     assert run.filtered == {"if_false": decoy_chunks}, run.output
+
+
+ORPHAN_CHUNK = FIXTURES / "orphan-chunk.yaml"
+_ENGRAM_LOSS = re.compile(r"^engram\s+(\S+) lost (\d+) before its handler: (.*)$", re.MULTILINE)
+
+
+def test_a_chunk_set_that_never_completes_is_lost_at_the_sink_loudly() -> None:
+    run = bobravoz_up(ORPHAN_CHUNK)
+    # The whole packet and the end marker reach the sink's handler; the half set does not.
+    assert [r["meta:kind"] for r in run.seen("sink")] == ["whole"], run.output
+    assert run.counts["lost"] == 0, run.output  # the transport lost nothing: it carried it
+    assert _ENGRAM_LOSS.findall(run.stdout) == [("sink", "1", "chunk_set_incomplete=1")], run.output
+    assert run.status == 1, run.output
+    assert "lost before the handler (chunk_set_incomplete: 1 so far)" in run.stderr, run.output
 
 
 # --- cancelPrevious per participant -----------------------------------------------------

@@ -3,11 +3,14 @@ ever sees whole packets."""
 
 from __future__ import annotations
 
+import json
 import os
 
+import pytest
 import trio
 
-from bobravoz.sdk import Packet, StreamContext
+from bobravoz.sdk import Envelope, Packet, StreamContext
+from bobravoz.sdk.losses import CHUNK_SET_INCOMPLETE, UNDECODABLE, ReceiveLosses
 
 
 def _context(
@@ -38,3 +41,64 @@ async def test_a_large_payload_goes_as_chunks_and_comes_back_whole() -> None:
     assert received[0].mime_type == "audio/raw"
     assert received[0].metadata == {"k": "v"}
     assert received[0].payload == {"n": 1}
+
+
+def _chunk(data: bytes, index: int, count: int, chunk_id: str = "set") -> Packet:
+    return Packet(
+        binary=data,
+        envelope=Envelope(
+            stream_id="up",
+            chunk_id=chunk_id,
+            chunk_index=index,
+            chunk_count=count,
+            chunk_bytes=len(data),
+            total_bytes=len(data) * count,
+        ),
+    )
+
+
+async def test_a_chunk_set_still_incomplete_when_the_upstream_ends_is_counted_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    in_send, in_receive = trio.open_memory_channel[Packet](16)
+    receiver = _context(in_receive, trio.open_memory_channel[Packet](0)[0])
+    in_send.send_nowait(Packet(binary=b"whole"))
+    in_send.send_nowait(_chunk(b"half", 0, 2))
+    in_send.close()
+    received = [packet.binary async for packet in receiver.packets()]
+    assert received == [b"whole"]
+    assert receiver.losses.counts == {CHUNK_SET_INCOMPLETE: 1}
+    assert "lost before the handler" in caplog.text
+    receiver.drop_incomplete_chunk_sets()  # the engram's end: nothing counted twice
+    assert receiver.losses.total == 1
+
+
+async def test_a_chunk_the_joiner_refuses_is_counted_by_its_reason() -> None:
+    in_send, in_receive = trio.open_memory_channel[Packet](16)
+    receiver = _context(in_receive, trio.open_memory_channel[Packet](0)[0])
+    in_send.send_nowait(_chunk(b"x", 5, 2))  # index out of range
+    in_send.send_nowait(_chunk(b"ab", 0, 2, "ok"))
+    in_send.send_nowait(_chunk(b"cd", 1, 2, "ok"))
+    in_send.close()
+    received = [packet.binary async for packet in receiver.packets()]
+    assert received == [b"abcd"]
+    assert receiver.losses.counts == {"chunk_index_out_of_range": 1}
+
+
+async def test_losses_are_reported_once_as_a_losses_line_and_not_when_there_are_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    losses = ReceiveLosses()
+    losses.report("sink")
+    assert capsys.readouterr().out == ""
+    losses.count(UNDECODABLE, "a packet does not decode")
+    losses.count(CHUNK_SET_INCOMPLETE, "a half set", 2)
+    losses.count(CHUNK_SET_INCOMPLETE, "nothing", 0)
+    losses.report("sink")
+    line = json.loads(capsys.readouterr().out)
+    assert line == {
+        "event": "losses",
+        "step": "sink",
+        "lost": 3,
+        "reasons": {CHUNK_SET_INCOMPLETE: 2, UNDECODABLE: 1},
+    }

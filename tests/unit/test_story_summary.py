@@ -4,9 +4,13 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from bobravoz.runtime.story import parse_story
 from bobravoz.sdk.accounting import (
@@ -17,7 +21,14 @@ from bobravoz.sdk.accounting import (
     transport_loss_from_text,
 )
 from bobravoz.sdk.cli import build_parser
-from bobravoz.sdk.local_runner import Summary, UpOptions, _inputs_env, describe_report
+from bobravoz.sdk.local_runner import (
+    Child,
+    Summary,
+    UpOptions,
+    _inputs_env,
+    _read_lines,
+    describe_report,
+)
 
 FILTERED = """\
 # HELP bobravoz_packets_filtered_total Packets a Story primitive decided not to deliver.
@@ -97,6 +108,38 @@ def test_a_story_run_fails_on_counted_loss_or_an_engram_that_did_not_finish() ->
     unfinished = story_summary(FILTERED, sent=40, delivered=32)
     unfinished.failed.append("archive (did not finish)")
     assert unfinished.exit_status == 1
+
+
+def test_what_an_engram_sdk_lost_before_its_handler_is_loss_and_is_shown_by_step() -> None:
+    summary = story_summary(FILTERED + lost_family(0), sent=40, delivered=32)
+    summary.engram_losses["sink"] = {"chunk_set_incomplete": 1, "undecodable": 2}
+    assert (summary.engram_lost, summary.lost, summary.exit_status) == (3, 3, 1)
+    assert (
+        "engram     sink lost 3 before its handler: chunk_set_incomplete=1, undecodable=2"
+        in summary.render().splitlines()
+    )
+    # Without primitives the expected count already holds it; the run fails either way.
+    plain = Summary(sent=2, expected=2, delivered=2)
+    plain.engram_losses["sink"] = {"undecodable": 1}
+    assert plain.exit_status == 1
+
+
+async def test_a_losses_line_is_kept_apart_from_the_engram_reports() -> None:
+    lines = [
+        {"event": "ready", "step": "sink"},
+        {"event": "summary", "step": "sink", "role": "sink", "received": 1},
+        {"event": "losses", "step": "sink", "lost": 1, "reasons": {"chunk_set_incomplete": 1}},
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", f"import sys; sys.stdout.buffer.write({text!r})"],
+        stdout=subprocess.PIPE,
+    )
+    child = Child("sink", "engram", process)
+    await _read_lines(child, None)  # until the process closed its stdout
+    assert await process.wait() == 0
+    assert child.last["event"] == "summary"
+    assert child.losses == {"chunk_set_incomplete": 1}
 
 
 def test_without_primitives_the_expected_count_still_decides() -> None:

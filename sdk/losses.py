@@ -1,0 +1,52 @@
+"""What an engram received and its handler never saw: counted, logged and reported.
+
+The transport counts what it loses (``bobravoz_packets_lost_total``); the last hop is the
+SDK's own: a packet that does not decode, a chunk the joiner refuses, a chunked payload whose
+chunks stop coming. Each is logged when it happens, counted by reason, and reported once at
+the end as a ``losses`` line, which ``bobravoz up`` adds to the run's loss.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Final, final
+
+from bobravoz.sdk.report import report
+
+log = logging.getLogger("bobravoz.sdk")
+
+#: Reasons (the unit is what the handler would have been given: a packet, or a whole payload
+#: for the chunk reasons). ``chunk_<reason>`` adds each joiner error (``runtime.chunks``).
+UNDECODABLE: Final = "undecodable"
+CHUNK_SET_EXPIRED: Final = "chunk_set_expired"
+CHUNK_SET_INCOMPLETE: Final = "chunk_set_incomplete"
+
+
+@final
+class ReceiveLosses:
+    """Packets this engram's SDK received from its connector and could not hand to its
+    handler, by reason. One per engram run, shared by its connections; it only grows."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def count(self, reason: str, what: str, number: int = 1) -> None:
+        """Count ``number`` under ``reason`` and log ``what`` as a warning (never silent)."""
+        if number <= 0:
+            return
+        self.counts[reason] += number
+        log.warning(
+            "%s: lost before the handler (%s: %d so far)", what, reason, self.counts[reason]
+        )
+
+    @property
+    def total(self) -> int:
+        """Everything counted, all reasons together."""
+        return sum(self.counts.values())
+
+    def report(self, step: str) -> None:
+        """Print the ``losses`` report line (``bobravoz up`` reads it) when anything was
+        lost; nothing otherwise."""
+        if self.counts:
+            report("losses", step=step, lost=self.total, reasons=dict(sorted(self.counts.items())))

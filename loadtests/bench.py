@@ -906,6 +906,12 @@ def _pooled(pooled: dict[str, dict[str, float] | str], kind: str, key: str) -> f
     return found[key] if isinstance(found, dict) else found
 
 
+def by_round(runs: dict[str, list[dict[str, Any]]], kind: str, key: str = "p999_ms") -> str:
+    """Each round's ``key`` for ``kind``, in round order (``"4.6 1.5 3.0"``): the pooled
+    tail hides whether one noisy round or every round made it."""
+    return " ".join(f"{run['consumer'][key]:.1f}" for run in runs.get(kind, [])) or "-"
+
+
 def _cost(
     pooled: dict[str, dict[str, float] | str],
     runs: dict[str, list[dict[str, Any]]],
@@ -974,6 +980,12 @@ def build_table(settings: Settings, rounds: dict[str, Any], streams: Any, hop: A
                 _pooled(pooled, "nats", key) if "nats" in runs else None,
                 2,
             )
+        table.add(
+            "  p99.9 ms in each round",
+            *(by_round(runs, kind) for kind in ("baseline", "hub")),
+            by_round(runs, "nats") if "nats" in runs else None,
+            ratio=False,
+        )
         for path, label in (
             (("server_cpu_us_per_packet",), "server CPU us/packet"),
             (("producer", "cpu_us_per_packet"), "producer CPU us/packet"),

@@ -125,5 +125,16 @@ def test_complete_frames_stops_before_a_cut_message(wire: ModuleType) -> None:
 
 
 def test_percentiles_are_nearest_rank(wire: ModuleType) -> None:
-    summary = wire.latency_summary([ms * 1_000_000 for ms in range(1000, 0, -1)])
+    arrivals = [ms * 1_000_000 for ms in range(1000, 0, -1)]
+    summary = wire.latency_summary(arrivals)
     assert summary == {"p50_ms": 500.0, "p99_ms": 990.0, "p999_ms": 999.0}
+    # The samples stay in arrival order: when the slow ones came is part of the story.
+    assert arrivals[:2] == [1_000_000_000, 999_000_000]
+
+
+def test_each_rounds_tail_is_shown_beside_the_pooled_one() -> None:
+    from loadtests.bench import by_round
+
+    runs = {"hub": [{"consumer": {"p999_ms": 4.58}}, {"consumer": {"p999_ms": 1.5}}]}
+    assert by_round(runs, "hub") == "4.6 1.5"
+    assert by_round(runs, "baseline") == "-"

@@ -64,7 +64,8 @@ from bobravoz.sdk.losses import (
     CHUNK_SET_EXPIRED,
     CHUNK_SET_INCOMPLETE,
     UNDECODABLE,
-    ReceiveLosses,
+    UNSENT,
+    SdkLosses,
 )
 from bobravoz.sdk.packet import Packet, decode_packet, encode_packet
 from bobravoz.sdk.report import report
@@ -182,15 +183,15 @@ class StreamContext:
         namespace: str = "",
         tracing: Tracing = DISABLED,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        losses: ReceiveLosses | None = None,
+        losses: SdkLosses | None = None,
     ) -> None:
         self._inbox = inbox
         self._chunk_bytes = chunk_bytes
         #: Joins chunked payloads back into one packet before the handler sees them.
         self._joiner = ChunkJoiner()
-        #: What was received and never reached the handler (a chunk set that cannot be
-        #: joined, or was still missing chunks when the upstream ended), by reason.
-        self.losses = ReceiveLosses() if losses is None else losses
+        #: What the SDK lost, by reason (shared with the engram's session): here, chunk sets
+        #: that cannot be joined or were still missing chunks when no more could come.
+        self.losses = SdkLosses() if losses is None else losses
         #: The stream id of this engram's chunk sets (a chunk set needs one).
         self._chunk_stream = f"{step or 'engram'}-{uuid.uuid4().hex[:12]}"
         self._outbox = outbox
@@ -412,7 +413,7 @@ class _Session:
         #: Set once the first connection is ready: the handler starts then.
         self.ready = trio.Event()
         #: What was received and never reached the handler, by reason (reported at the end).
-        self.losses = ReceiveLosses()
+        self.losses = SdkLosses()
 
     def context(self) -> StreamContext:
         settings = self.settings
@@ -471,7 +472,7 @@ async def _control_loop(control: ClientStream, interval: float) -> None:
                     log.info("connector says %s %s", response.action.name, dict(response.metadata))
 
 
-def _inbound_packet(raw: bytes, losses: ReceiveLosses) -> Packet | None:
+def _inbound_packet(raw: bytes, losses: SdkLosses) -> Packet | None:
     """The data packet in ``raw`` from the connector; None for a heartbeat or an undecodable
     one (counted in ``losses``)."""
     try:
@@ -680,8 +681,9 @@ async def serve_engram(
     Raises EngramError when the engram cannot run (fatal refusal, retries exhausted) and
     SupervisorEscalation when the handler keeps failing past its restart budget. ``tracing``
     gives the handler's packets their ``sdk.emit``/``sdk.handle`` spans. However it ends,
-    what was received and never reached the handler is reported by reason (a ``losses``
-    line, :mod:`bobravoz.sdk.losses`) when there is any.
+    what was received and never reached the handler, and what the handler emitted and was
+    never written to the connector, is reported by reason (a ``losses`` line,
+    :mod:`bobravoz.sdk.losses`) when there is any.
     """
     session = _Session(settings, tracing)
     context = session.context()
@@ -703,6 +705,11 @@ async def serve_engram(
             supervisor.cancel()
     finally:
         context.drop_incomplete_chunk_sets()
+        session.losses.count(
+            UNSENT,
+            "packets the handler emitted were never written to the connector",
+            len(session.unsent),
+        )
         session.losses.report(settings.step)
 
 

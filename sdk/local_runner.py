@@ -85,8 +85,8 @@ class Child:
     process: trio.Process
     reports: list[dict[str, Any]] = field(default_factory=list)
     stopping: bool = False
-    #: An engram's ``losses`` report: what its SDK received and its handler never saw, by
-    #: reason (kept apart so :attr:`last` stays its own summary).
+    #: An engram's ``losses`` report: what its SDK lost, by reason (kept apart so
+    #: :attr:`last` stays its own summary).
     losses: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -234,8 +234,7 @@ class Summary:
     story_accounting: bool = False
     #: Each engram step's last report (its summary when it finished), in Story order.
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: What each engram's SDK received and its handler never saw, by reason (steps with
-    #: none left out).
+    #: What each engram's SDK lost, by reason (steps with none left out).
     engram_losses: dict[str, dict[str, int]] = field(default_factory=dict)
     #: With ``--trace``: the slowest packet's trace, rendered as a waterfall.
     waterfall: str = ""
@@ -266,7 +265,7 @@ class Summary:
 
     @property
     def engram_lost(self) -> int:
-        """What the engrams' SDKs received and could not give their handlers, all steps."""
+        """What the engrams' SDKs lost (in or out), all steps."""
         return sum(sum(reasons.values()) for reasons in self.engram_losses.values())
 
     @property
@@ -316,7 +315,7 @@ class Summary:
                 f"step       {name}: {describe_report(r)}" for name, r in self.steps.items()
             )
         lines.extend(
-            f"engram     {name} lost {sum(reasons.values())} before its handler: "
+            f"engram     {name} lost {sum(reasons.values())} in its SDK: "
             + ", ".join(f"{reason}={count}" for reason, count in sorted(reasons.items()))
             for name, reasons in self.engram_losses.items()
         )

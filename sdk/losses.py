@@ -1,9 +1,11 @@
-"""What an engram received and its handler never saw: counted, logged and reported.
+"""What an engram's SDK lost: counted, logged and reported.
 
-The transport counts what it loses (``bobravoz_packets_lost_total``); the last hop is the
-SDK's own: a packet that does not decode, a chunk the joiner refuses, a chunked payload whose
-chunks stop coming. Each is logged when it happens, counted by reason, and reported once at
-the end as a ``losses`` line, which ``bobravoz up`` adds to the run's loss.
+The transport counts what it loses (``bobravoz_packets_lost_total``); the first and last hops
+are the SDK's own. Coming in: a packet that does not decode, a chunk the joiner refuses, a
+chunked payload whose chunks stop coming. Going out: what the handler emitted and the SDK
+never wrote to the connector (the engram was stopped, or gave up reconnecting). Each is logged
+when it happens, counted by reason, and reported once at the end as a ``losses`` line, which
+``bobravoz up`` adds to the run's loss.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ log = logging.getLogger("bobravoz.sdk")
 UNDECODABLE: Final = "undecodable"
 CHUNK_SET_EXPIRED: Final = "chunk_set_expired"
 CHUNK_SET_INCOMPLETE: Final = "chunk_set_incomplete"
+UNSENT: Final = "unsent"
 
 
 @final
-class ReceiveLosses:
-    """Packets this engram's SDK received from its connector and could not hand to its
-    handler, by reason. One per engram run, shared by its connections; it only grows."""
+class SdkLosses:
+    """Packets this engram's SDK lost, by reason: received from its connector and never
+    handed to its handler, or emitted by its handler and never written to the connector. One
+    per engram run, shared by its connections; it only grows."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -36,9 +40,7 @@ class ReceiveLosses:
         if number <= 0:
             return
         self.counts[reason] += number
-        log.warning(
-            "%s: lost before the handler (%s: %d so far)", what, reason, self.counts[reason]
-        )
+        log.warning("%s: lost in the SDK (%s: %d so far)", what, reason, self.counts[reason])
 
     @property
     def total(self) -> int:

@@ -151,7 +151,7 @@ def assert_story_summary(run: UpRun, *, lossless: bool = True) -> None:
     if lossless:
         assert run.counts["lost"] == 0, run.output
         assert run.lost == {}, run.output
-        assert "before its handler" not in run.stdout, run.output  # an engram SDK's loss
+        assert "in its SDK" not in run.stdout, run.output  # an engram SDK's loss
         assert run.status == 0, run.output
 
 
@@ -429,7 +429,7 @@ def test_a_30_mib_binary_payload_is_chunked_routed_and_reassembled_byte_identica
 
 
 ORPHAN_CHUNK = FIXTURES / "orphan-chunk.yaml"
-_ENGRAM_LOSS = re.compile(r"^engram\s+(\S+) lost (\d+) before its handler: (.*)$", re.MULTILINE)
+_ENGRAM_LOSS = re.compile(r"^engram\s+(\S+) lost (\d+) in its SDK: (.*)$", re.MULTILINE)
 
 
 def test_a_chunk_set_that_never_completes_is_lost_at_the_sink_loudly() -> None:
@@ -439,7 +439,7 @@ def test_a_chunk_set_that_never_completes_is_lost_at_the_sink_loudly() -> None:
     assert run.counts["lost"] == 0, run.output  # the transport lost nothing: it carried it
     assert _ENGRAM_LOSS.findall(run.stdout) == [("sink", "1", "chunk_set_incomplete=1")], run.output
     assert run.status == 1, run.output
-    assert "lost before the handler (chunk_set_incomplete: 1 so far)" in run.stderr, run.output
+    assert "lost in the SDK (chunk_set_incomplete: 1 so far)" in run.stderr, run.output
 
 
 # --- cancelPrevious per participant -----------------------------------------------------

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -52,6 +54,7 @@ from bobravoz.sdk.engram import (
     _Session,
     _settle_data,
 )
+from bobravoz.sdk.losses import UNSENT
 from bobravoz.sdk.packet import Packet, encode_packet
 
 PROTOCOL = {PROTOCOL_HEADER: PROTOCOL_VERSION}
@@ -431,6 +434,60 @@ async def test_the_handler_starts_only_once_the_first_connection_is_ready() -> N
             assert len(started) == 1
             assert got == [encode_packet(packet(0))]
             nursery.cancel_scope.cancel()
+
+
+async def test_an_engram_stopped_with_packets_unsent_reports_each_one_lost(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The connector goes away after the first packet; what the handler emits while the
+    engram tries to reconnect waits unsent, and when the engram is stopped it reports each of
+    those packets lost as ``unsent``: with what the connector got, every packet emitted."""
+    from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse
+    from bobravoz.sdk.engram import StreamContext, serve_engram
+
+    emitted = 0
+    connector_gone = trio.Event()
+
+    async def handler(stream: StreamContext) -> None:
+        nonlocal emitted
+        await stream.emit(packet(0, 16))
+        emitted += 1
+        await connector_gone.wait()
+        for index in range(1, 6):
+            await stream.emit(packet(index, 16))
+            emitted += 1
+        await trio.sleep_forever()
+
+    methods = (DATA_METHOD, CONTROL_METHOD)
+    channels = {method: trio.open_memory_channel[ServerStream](math.inf) for method in methods}
+
+    def acceptor(stream: ServerStream) -> None:
+        stream.accept()
+        channels[stream.method][0].send_nowait(stream)
+
+    with trio.fail_after(30):
+        async with open_grpc_loop(), trio.open_nursery() as engram:
+            async with trio.open_nursery() as connector:
+                server: GrpcServer = await connector.start(
+                    serve_grpc, Endpoint(host="127.0.0.1", port=0), methods, acceptor
+                )
+                settings = EngramSettings(
+                    connector=server.endpoint, message_timeout=20.0, channel_buffer=16
+                )
+                engram.start_soon(serve_engram, handler, settings)
+                control = await channels[CONTROL_METHOD][1].receive()
+                await control.send(bytes(ControlResponse(action=ControlAction.CONNECTOR_READY)))
+                data = await channels[DATA_METHOD][1].receive()
+                got = await data.receive_batch()
+                connector.cancel_scope.cancel()  # the connector goes away
+            connector_gone.set()
+            await wait_until(lambda: emitted == 6)
+            engram.cancel_scope.cancel()
+    assert got == [encode_packet(packet(0, 16))]
+    report = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    (losses,) = [line for line in report if line["event"] == "losses"]
+    assert losses["reasons"] == {UNSENT: 5}
+    assert losses["lost"] + len(got) == emitted
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from bobravoz.sdk import Envelope, Packet, StreamContext
-from bobravoz.sdk.losses import CHUNK_SET_INCOMPLETE, UNDECODABLE, ReceiveLosses
+from bobravoz.sdk.losses import CHUNK_SET_INCOMPLETE, UNDECODABLE, SdkLosses
 
 
 def _context(
@@ -68,7 +68,7 @@ async def test_a_chunk_set_still_incomplete_when_the_upstream_ends_is_counted_lo
     received = [packet.binary async for packet in receiver.packets()]
     assert received == [b"whole"]
     assert receiver.losses.counts == {CHUNK_SET_INCOMPLETE: 1}
-    assert "lost before the handler" in caplog.text
+    assert "lost in the SDK" in caplog.text
     receiver.drop_incomplete_chunk_sets()  # the engram's end: nothing counted twice
     assert receiver.losses.total == 1
 
@@ -88,7 +88,7 @@ async def test_a_chunk_the_joiner_refuses_is_counted_by_its_reason() -> None:
 async def test_losses_are_reported_once_as_a_losses_line_and_not_when_there_are_none(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    losses = ReceiveLosses()
+    losses = SdkLosses()
     losses.report("sink")
     assert capsys.readouterr().out == ""
     losses.count(UNDECODABLE, "a packet does not decode")

@@ -115,7 +115,7 @@ def test_what_an_engram_sdk_lost_before_its_handler_is_loss_and_is_shown_by_step
     summary.engram_losses["sink"] = {"chunk_set_incomplete": 1, "undecodable": 2}
     assert (summary.engram_lost, summary.lost, summary.exit_status) == (3, 3, 1)
     assert (
-        "engram     sink lost 3 before its handler: chunk_set_incomplete=1, undecodable=2"
+        "engram     sink lost 3 in its SDK: chunk_set_incomplete=1, undecodable=2"
         in summary.render().splitlines()
     )
     # Without primitives the expected count already holds it; the run fails either way.

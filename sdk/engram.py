@@ -19,6 +19,7 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -658,9 +659,7 @@ async def _connect_forever(session: _Session) -> None:
             reason = lone_exception(failure)
             if isinstance(reason, RemoteStatusError) and reason.code in FATAL_CODES:
                 raise EngramError(f"connector refused the engram: {reason}") from reason
-            if not isinstance(
-                reason, RemoteStatusError | trio.BrokenResourceError | trio.TooSlowError | OSError
-            ):
+            if not isinstance(reason, _CONNECTION_ERRORS):
                 raise
         failures += 1
         if 0 <= settings.max_retries < failures:
@@ -671,6 +670,15 @@ async def _connect_forever(session: _Session) -> None:
         )
         await trio.sleep(delay)
         backoff = min(backoff * 2, settings.reconnect_max)
+
+
+#: How a connection to the connector fails (retried by :func:`_connect_forever`).
+_CONNECTION_ERRORS: Final = (
+    RemoteStatusError,
+    trio.BrokenResourceError,
+    trio.TooSlowError,
+    OSError,
+)
 
 
 async def serve_engram(
@@ -701,7 +709,17 @@ async def serve_engram(
     try:
         async with open_supervisor("engram", settings.restart) as supervisor:
             supervisor.start_child("handler", run_handler, restart=Restart.TRANSIENT)
-            await _connect_forever(session)
+            try:
+                await _connect_forever(session)
+            except* _CONNECTION_ERRORS as broken:
+                if trio.current_effective_deadline() != -math.inf:
+                    raise  # not stopping: a real failure
+                # Stopped while the connection broke (everything stops at once): part of
+                # stopping, not a failure. What was not written is counted below.
+                log.info(
+                    "the connection ended while the engram was stopping: %s",
+                    "; ".join(str(error) for error in broken.exceptions),
+                )
             supervisor.cancel()
     finally:
         context.drop_incomplete_chunk_sets()

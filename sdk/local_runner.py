@@ -227,6 +227,9 @@ class Summary:
     latencies_ms: list[float] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     interrupted: bool = False
+    #: The ``--duration`` (seconds) that ended the run before every engram finished; 0 when
+    #: they all finished. Sent and delivered are then the last progress reports (partial).
+    cut: float = 0.0
     #: What the hub and each connector reported serving and dialling (``mtls``/``plaintext``).
     security: dict[str, str] = field(default_factory=dict)
     #: The Story's primitives decide what reaches which step: the verdict is the transport's
@@ -258,8 +261,9 @@ class Summary:
     def lost(self) -> int:
         """Packets neither delivered nor dropped by a declared policy (expected - delivered -
         declared drops); what the transport counted as lost is never subtracted. For a Story
-        with primitives: what the transport and the engrams' SDKs counted as lost."""
-        if self.story_accounting:
+        with primitives, or a run ``--duration`` cut (whose sent and delivered are partial):
+        what the transport and the engrams' SDKs counted as lost."""
+        if self.story_accounting or self.cut:
             return self.loss.lost_counted + self.engram_lost
         return self.accounting.lost
 
@@ -321,6 +325,11 @@ class Summary:
         )
         if self.failed:
             lines.append(f"failed     {', '.join(self.failed)}")
+        if self.cut:
+            lines.append(
+                f"cut        --duration {self.cut:g}s ended the run before every engram "
+                "finished: sent and delivered are their last progress reports"
+            )
         if self.interrupted:
             lines.append("interrupted: every process was stopped; counts are partial")
         return "\n".join(lines)
@@ -330,6 +339,18 @@ class Summary:
             return [
                 f"delivered  {self.delivered} at the sinks (the Story decides what reaches them)",
                 *story_lines(self.loss, width=10),
+            ]
+        if self.cut:
+            # Expected - delivered of a cut run mixes packets in flight with reports that lag:
+            # not a loss count in either direction. What was counted lost still is one.
+            return [
+                f"delivered  {self.delivered} (expected {self.expected}; partial: the run was cut)",
+                *(
+                    f"{'lost':<10} {self.lost} (counted by the transport and the SDKs)"
+                    if line.startswith("lost ")
+                    else line
+                    for line in self.accounting.lines(width=10)
+                ),
             ]
         return [
             f"delivered  {self.delivered} (expected {self.expected})",
@@ -566,9 +587,10 @@ async def _run_story(
                 ]
                 if options.live:
                     nursery.start_soon(_progress, runner, started)
-                with trio.move_on_after(options.duration):
+                with trio.move_on_after(options.duration) as deadline:
                     for child in engram_children:
                         await child.process.wait()
+                summary.cut = options.duration if deadline.cancelled_caught else 0.0
                 summary.elapsed = time.monotonic() - started
                 for name, address in metrics_addresses:
                     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -488,6 +489,45 @@ async def test_an_engram_stopped_with_packets_unsent_reports_each_one_lost(
     (losses,) = [line for line in report if line["event"] == "losses"]
     assert losses["reasons"] == {UNSENT: 5}
     assert losses["lost"] + len(got) == emitted
+
+
+async def test_a_connection_breaking_while_the_engram_is_stopped_is_not_a_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Everything stopped at once (``bobravoz up --duration``, a node drain): the engram's
+    connection breaks while it is being cancelled. Seen with real processes as an exception
+    group escaping ``trio.run`` and a traceback; here the connection is played by a stand-in
+    that breaks exactly then. Stopping wins (logged); the same error while not stopping is
+    still raised."""
+    import bobravoz.sdk.engram as engram_module
+    from bobravoz.sdk.engram import StreamContext, serve_engram
+
+    async def breaks_when_cancelled(session: _Session) -> None:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            raise trio.BrokenResourceError("receive: the peer went away") from None
+
+    async def handler(stream: StreamContext) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(engram_module, "_connect_forever", breaks_when_cancelled)
+    caplog.set_level(logging.INFO, logger="bobravoz.sdk.engram")
+    settings = EngramSettings(connector=Endpoint(host="127.0.0.1", port=1))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_engram, handler, settings)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert "the connection ended while the engram was stopping" in caplog.text
+
+    async def breaks(session: _Session) -> None:
+        raise trio.BrokenResourceError("receive: the peer went away")
+
+    monkeypatch.setattr(engram_module, "_connect_forever", breaks)
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await serve_engram(handler, settings)
+    assert isinstance(lone_exception(caught.value), trio.BrokenResourceError)
 
 
 # --------------------------------------------------------------------------------------------

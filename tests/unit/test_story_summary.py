@@ -142,6 +142,25 @@ async def test_a_losses_line_is_kept_apart_from_the_engram_reports() -> None:
     assert child.losses == {"chunk_set_incomplete": 1}
 
 
+def test_a_run_cut_by_duration_is_judged_by_counted_loss_and_says_its_counts_are_partial() -> None:
+    # Packets in flight when --duration stops every process, and progress reports that lag,
+    # make expected - delivered meaningless either way (here 98 short).
+    cut = Summary(sent=1005, expected=1005, delivered=907, cut=5.0)
+    assert (cut.lost, cut.exit_status) == (0, 0)
+    lines = cut.render().splitlines()
+    assert "delivered  907 (expected 1005; partial: the run was cut)" in lines
+    assert "lost       0 (counted by the transport and the SDKs)" in lines
+    assert any(line.startswith("cut        --duration 5s ended the run") for line in lines)
+    # What was counted lost still fails it.
+    cut.loss.add(transport_loss_from_text(lost_family(2)))
+    cut.engram_losses["source"] = {"unsent": 3}
+    assert (cut.lost, cut.exit_status) == (5, 1)
+    # Not cut: the same shortfall is loss.
+    whole = Summary(sent=1005, expected=1005, delivered=907)
+    assert (whole.lost, whole.exit_status) == (98, 1)
+    assert not [line for line in whole.render().splitlines() if line.startswith("cut")]
+
+
 def test_without_primitives_the_expected_count_still_decides() -> None:
     summary = Summary(sent=40, expected=80, delivered=32)
     summary.loss.add(transport_loss_from_text(FILTERED))

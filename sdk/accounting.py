@@ -161,13 +161,19 @@ class Accounting:
         """Packets no declared policy dropped and no sink received (:func:`undeclared_loss`)."""
         return undeclared_loss(self.expected, self.delivered, self.dropped)
 
-    def lines(self, width: int = 0) -> list[str]:
+    def lines(self, width: int = 0, *, counted_lost: int | None = None) -> list[str]:
         """Summary lines, labels padded to ``width``: declared drops, rejections, the loss, and
-        (when any) the losses the transport counted, by reason."""
+        (when any) the losses the transport counted, by reason. With ``counted_lost`` (a run
+        whose expected and delivered are partial) the loss line is that count instead."""
+        lost = (
+            f"{self.lost} (expected - delivered - declared drops)"
+            if counted_lost is None
+            else f"{counted_lost} (counted by the transport and the SDKs)"
+        )
         lines = [
             f"{'dropped':<{width}} {self.dropped} (by declared policy)",
             f"{'rejected':<{width}} {self.loss.rejected_total} (broke the wire contract)",
-            f"{'lost':<{width}} {self.lost} (expected - delivered - declared drops)",
+            f"{'lost':<{width}} {lost}",
         ]
         if self.loss.lost_counted:
             lines.append(

@@ -413,7 +413,7 @@ class _Session:
         self.received: collections.deque[Packet] = collections.deque()
         #: Set once the first connection is ready: the handler starts then.
         self.ready = trio.Event()
-        #: What was received and never reached the handler, by reason (reported at the end).
+        #: What the SDK lost, coming in or going out, by reason (reported at the end).
         self.losses = SdkLosses()
 
     def context(self) -> StreamContext:
@@ -646,6 +646,15 @@ async def _run_connection(session: _Session) -> None:
     session.inbox_send.close()
 
 
+#: How a connection to the connector fails (retried by :func:`_connect_forever`).
+_CONNECTION_ERRORS: Final = (
+    RemoteStatusError,
+    trio.BrokenResourceError,
+    trio.TooSlowError,
+    OSError,
+)
+
+
 async def _connect_forever(session: _Session) -> None:
     """Run connections with jittered exponential backoff until the handler's output is drained."""
     settings = session.settings
@@ -670,15 +679,6 @@ async def _connect_forever(session: _Session) -> None:
         )
         await trio.sleep(delay)
         backoff = min(backoff * 2, settings.reconnect_max)
-
-
-#: How a connection to the connector fails (retried by :func:`_connect_forever`).
-_CONNECTION_ERRORS: Final = (
-    RemoteStatusError,
-    trio.BrokenResourceError,
-    trio.TooSlowError,
-    OSError,
-)
 
 
 async def serve_engram(

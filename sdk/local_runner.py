@@ -345,12 +345,7 @@ class Summary:
             # not a loss count in either direction. What was counted lost still is one.
             return [
                 f"delivered  {self.delivered} (expected {self.expected}; partial: the run was cut)",
-                *(
-                    f"{'lost':<10} {self.lost} (counted by the transport and the SDKs)"
-                    if line.startswith("lost ")
-                    else line
-                    for line in self.accounting.lines(width=10)
-                ),
+                *self.accounting.lines(width=10, counted_lost=self.lost),
             ]
         return [
             f"delivered  {self.delivered} (expected {self.expected})",

@@ -89,8 +89,11 @@ class FakeConnector:
         return self.open(DATA_METHOD)
 
 
-@contextlib.asynccontextmanager
-async def fake_connector() -> AsyncIterator[FakeConnector]:
+async def start_connector_server(
+    nursery: trio.Nursery,
+) -> tuple[GrpcServer, dict[str, trio.MemoryReceiveChannel[ServerStream]]]:
+    """A server for the Data and Control methods in ``nursery`` (inside a gRPC loop): every
+    stream it accepts arrives on the channel of its method."""
     methods = (DATA_METHOD, CONTROL_METHOD)
     channels = {method: trio.open_memory_channel[ServerStream](math.inf) for method in methods}
 
@@ -98,12 +101,17 @@ async def fake_connector() -> AsyncIterator[FakeConnector]:
         stream.accept()
         channels[stream.method][0].send_nowait(stream)
 
+    server: GrpcServer = await nursery.start(
+        serve_grpc, Endpoint(host="127.0.0.1", port=0), methods, acceptor
+    )
+    return server, {method: receiving for method, (_, receiving) in channels.items()}
+
+
+@contextlib.asynccontextmanager
+async def fake_connector() -> AsyncIterator[FakeConnector]:
     async with open_grpc_loop(), trio.open_nursery() as nursery:
-        server: GrpcServer = await nursery.start(
-            serve_grpc, Endpoint(host="127.0.0.1", port=0), methods, acceptor
-        )
+        server, streams = await start_connector_server(nursery)
         async with open_grpc_channel(server.endpoint) as channel:
-            streams = {method: receiving for method, (_, receiving) in channels.items()}
             yield FakeConnector(server.endpoint, channel, streams)
         nursery.cancel_scope.cancel()
 
@@ -459,26 +467,17 @@ async def test_an_engram_stopped_with_packets_unsent_reports_each_one_lost(
             emitted += 1
         await trio.sleep_forever()
 
-    methods = (DATA_METHOD, CONTROL_METHOD)
-    channels = {method: trio.open_memory_channel[ServerStream](math.inf) for method in methods}
-
-    def acceptor(stream: ServerStream) -> None:
-        stream.accept()
-        channels[stream.method][0].send_nowait(stream)
-
     with trio.fail_after(30):
         async with open_grpc_loop(), trio.open_nursery() as engram:
             async with trio.open_nursery() as connector:
-                server: GrpcServer = await connector.start(
-                    serve_grpc, Endpoint(host="127.0.0.1", port=0), methods, acceptor
-                )
+                server, streams = await start_connector_server(connector)
                 settings = EngramSettings(
                     connector=server.endpoint, message_timeout=20.0, channel_buffer=16
                 )
                 engram.start_soon(serve_engram, handler, settings)
-                control = await channels[CONTROL_METHOD][1].receive()
+                control = await streams[CONTROL_METHOD].receive()
                 await control.send(bytes(ControlResponse(action=ControlAction.CONNECTOR_READY)))
-                data = await channels[DATA_METHOD][1].receive()
+                data = await streams[DATA_METHOD].receive()
                 got = await data.receive_batch()
                 connector.cancel_scope.cancel()  # the connector goes away
             connector_gone.set()

@@ -14,7 +14,10 @@ else. Modes (``--modes``, comma-separated):
     a paced producer at 1,000 / 5,000 / 10,000 packets/s stamps each packet's send time; the
     consumer's p50/p99/p99.9 (pooled over the rounds). A rate a server does not keep up with
     (producer behind schedule, or packets missing at the deadline) is reported as not
-    sustained, and the higher rates are skipped for that server.
+    sustained, and the higher rates are skipped for that server. Each round first measures
+    the machine's floor at the lowest rate (:mod:`loadtests.wakeprobe`: one loopback TCP hop
+    between two bare processes, no server; a packet through any server makes two such hops),
+    printed under the table: what the machine itself does to a tail in this run.
 ``streams``
     10, 100 and 1,000 producer→consumer pairs, each pair on its own HTTP/2 connection and its
     own StoryRun (the hub's local mode admits any StoryRun of the Story's namespace), 2,000
@@ -501,7 +504,10 @@ class Bench:
         peak: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
         latency: dict[str, dict[int, list[dict[str, Any]]]] = {kind: {} for kind in kinds}
         given_up: dict[str, int] = {}
+        floor: list[dict[str, Any]] = []
         for number in range(self.s.rounds):
+            if do_latency:
+                self._floor(number, floor)
             order = kinds[number % len(kinds) :] + kinds[: number % len(kinds)] if kinds else []
             for kind in order:
                 try:
@@ -516,7 +522,29 @@ class Bench:
                         self._latency(server, kind, number, latency, given_up)
                 finally:
                     server.stop()
-        return {"peak": peak, "latency": latency, "not_sustained_from": given_up}
+        return {"peak": peak, "latency": latency, "not_sustained_from": given_up, "floor": floor}
+
+    def _floor(self, number: int, into: list[dict[str, Any]]) -> None:
+        """The machine's own tail this round (:mod:`loadtests.wakeprobe`), with no server
+        running, at the lowest latency rate."""
+        rate = min(self.s.rates)
+        argv = [sys.executable, "-m", "loadtests.wakeprobe", "--rate", str(rate), "--raw"]
+        argv += ["--seconds", str(self.s.latency_seconds)]
+        probe = Child("floor", argv, log=self._log("floor"))
+        try:
+            result = probe.wait_event("result", self.s.latency_seconds * 2 + 30)
+        except BenchError as error:
+            self.failures.append(f"floor round {number + 1}: {error}")
+            return
+        finally:
+            probe.stop()
+        into.append(result)
+        print(
+            f"round {number + 1} floor    {rate:6.0f}/s p50 {result['p50_ms']:7.2f} ms "
+            f"p99 {result['p99_ms']:7.2f} ms p99.9 {result['p999_ms']:.2f} ms "
+            "(one bare TCP hop, no server)",
+            flush=True,
+        )
 
     def _peak(
         self, server: Server, kind: str, number: int, into: dict[str, list[dict[str, Any]]]
@@ -912,6 +940,24 @@ def by_round(runs: dict[str, list[dict[str, Any]]], kind: str, key: str = "p999_
     return " ".join(f"{run['consumer'][key]:.1f}" for run in runs.get(kind, [])) or "-"
 
 
+def floor_line(floor: list[dict[str, Any]]) -> str | None:
+    """The machine floor's sentence under the table (None when it did not run)."""
+    if not floor:
+        return None
+    samples: list[int] = []
+    for run in floor:
+        samples += run.get("latencies_ns", [])
+    pooled = latency_summary(samples)
+    rounds = " ".join(f"{run['p999_ms']:.1f}" for run in floor)
+    return (
+        f"machine floor at {floor[0]['rate']:,.0f}/s, one loopback TCP hop between two bare "
+        "processes and no server (loadtests/wakeprobe.py; a packet through a server makes two "
+        f"such hops): p50 {pooled['p50_ms']:.2f}, p99 {pooled['p99_ms']:.2f}, p99.9 "
+        f"{pooled['p999_ms']:.2f} ms pooled over rounds (p99.9 in each round: {rounds} ms; "
+        f"worst {max(run['max_ms'] for run in floor):.1f} ms)"
+    )
+
+
 def _cost(
     pooled: dict[str, dict[str, float] | str],
     runs: dict[str, list[dict[str, Any]]],
@@ -1182,7 +1228,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table.render())
     checks = client_server_check(settings, rounds, streams)
     print()
-    lines = [*checks, *(f"note: {note}" for note in bench.notes)]
+    floor = floor_line(rounds.get("floor", []))
+    lines = [*([floor] if floor else []), *checks, *(f"note: {note}" for note in bench.notes)]
     lines += [f"FAILED: {failure}" for failure in bench.failures]
     for line in lines:
         print(textwrap.fill(line, width=96, subsequent_indent="    ", break_on_hyphens=False))

@@ -22,7 +22,7 @@ from bobravoz.runtime.hub.service import HubSettings, serve_hub_until
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics
 from bobravoz.runtime.metrics_http import serve_metrics
-from bobravoz.runtime.shutdown import set_on_signals
+from bobravoz.runtime.shutdown import TwoStageStop
 from bobravoz.runtime.story import StoryError, load_story
 from bobravoz.runtime.tls import ReloadingContext, hub_server_files, security_mode
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
@@ -187,10 +187,14 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
     registry = CollectorRegistry()
     metrics = TransportMetrics(registry, component="hub")
 
+    stopping: list[TwoStageStop] = []
+
     async def main() -> None:
-        stop = trio.Event()
         async with open_grpc_loop(), trio.open_nursery() as nursery:
-            await nursery.start(set_on_signals, stop)
+            signals = TwoStageStop(nursery.cancel_scope)
+            stopping.append(signals)
+            await nursery.start(signals.watch)
+            stop = signals.requested
 
             async def serve_then_stop(
                 task_status: trio.TaskStatus[Endpoint] = trio.TASK_STATUS_IGNORED,
@@ -227,4 +231,4 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
         return 130
     finally:
         tracing.shutdown()  # spans still queued are exported before the process exits
-    return 0
+    return 130 if any(signals.forced for signals in stopping) else 0

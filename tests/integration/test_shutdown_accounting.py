@@ -5,11 +5,12 @@ connected were gone with no count and no log line)."""
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 import trio
-from procs import open_cluster, scrape, wait_for_metric
+from procs import eventually, open_cluster, scrape, wait_for_metric
 
 from bobravoz.protocol.constants import PROCESS_METHOD
 from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataPacket, ProcessRequest
@@ -55,3 +56,60 @@ async def test_sigterm_counts_and_logs_what_it_could_not_deliver(tmp_path: Path)
                 assert await hub.process.wait() == 0
     log = (tmp_path / "hub.log").read_text()
     assert "600 packets undelivered" in log, log[-2000:]
+
+
+async def test_a_second_sigterm_stops_a_draining_hub_at_once_and_counts_what_it_held(
+    tmp_path: Path,
+) -> None:
+    # The measured case: the second signal raised KeyboardInterrupt inside a task, which
+    # left trio.run as an exception group: tracebacks and exit 1.
+    (tmp_path / "story.yaml").write_text(STORY)
+    producer = BindingIdentity(storyrun="run-1", namespace="default", step="producer", generation=1)
+    async with open_cluster(tmp_path) as cluster:
+        hub = await cluster.hub(tmp_path / "story.yaml", {"BOBRAVOZ_HUB_SHUTDOWN_GRACE": "60s"})
+        ready = hub.find("ready")
+        assert ready is not None
+        # A consumer process that is connected and then stopped (SIGSTOP): what the hub holds
+        # for it keeps the drain waiting for the whole grace period.
+        consumer = await cluster.start(
+            "consumer",
+            [
+                sys.executable,
+                "-m",
+                "loadtests.bench_client",
+                "consume",
+                "--target",
+                ready["listen"],
+                "--storyrun",
+                "run-1",
+                "--count",
+                "1000000",
+            ],
+        )
+        consumer.process.send_signal(signal.SIGSTOP)
+        packet = bytes(ProcessRequest(packet=DataPacket(binary=BinaryFrame(payload=b"x" * 1024))))
+        async with (
+            open_grpc_loop(),
+            open_grpc_channel(parse_endpoint(ready["listen"])) as channel,
+            channel.open_stream(PROCESS_METHOD, producer.headers()) as stream,
+            trio.open_nursery() as sending,
+        ):
+            sending.start_soon(stream.send_batch, [packet] * 20_000)
+            await wait_for_metric(
+                ready["metrics"],
+                "bobravoz_buffer_depth",
+                1,
+                at_least=True,
+                binding="default/run-1/consumer",
+            )
+            hub.process.send_signal(signal.SIGTERM)
+            log_path = tmp_path / "hub.log"
+            await eventually(lambda: "draining before shutdown" in log_path.read_text())
+            hub.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):  # not the 60 s grace
+                assert await hub.process.wait() == 130
+            sending.cancel_scope.cancel()
+    log = (tmp_path / "hub.log").read_text()
+    assert "received SIGTERM again: stopping at once, without draining" in log, log[-2000:]
+    assert "packets undelivered (counted lost: shutdown)" in log, log[-2000:]
+    assert "Traceback" not in log, log[-3000:]

@@ -11,6 +11,13 @@ connector from ``BUBU_TRANSPORT_BINDING``, waits for ``CONNECTOR_READY`` on the 
 opens the Data stream, supervises the handler (restarting it on failure, by policy), sends
 heartbeats, and reconnects with backoff when the connector goes away. The handler's inbox and
 outbox outlive any one connection.
+
+Stopping (SIGTERM or SIGINT, as Kubernetes and a terminal send them) is graceful: the first
+signal sets :attr:`StreamContext.stop_requested` (a source stops producing and returns; a
+handler reading :meth:`StreamContext.packets` goes on until its upstream ends); a handler still
+running ``BOBRAVOZ_STOP_GRACE`` (10 s) later is cancelled; then everything it emitted is written
+and the stream ended as when it returns by itself. A second signal stops at once (exit 130);
+what was then not written is counted as ``unsent``.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from bobravoz.runtime.grpc_bridge import ClientStream, open_grpc_channel, open_g
 from bobravoz.runtime.handshake import PROTOCOL_HEADER, PROTOCOL_VERSION
 from bobravoz.runtime.heap import settle_heap
 from bobravoz.runtime.logs import configure_logging
-from bobravoz.runtime.shutdown import cancel_on_signals
+from bobravoz.runtime.shutdown import TwoStageStop
 from bobravoz.runtime.status import RemoteStatusError
 from bobravoz.runtime.supervisor import Restart, RestartPolicy, open_supervisor
 from bobravoz.runtime.tls import security_mode, server_auth_context
@@ -115,6 +122,8 @@ class EngramSettings:
     #: A binary payload larger than this is sent as chunks of at most this size (and chunks
     #: received are joined before the handler sees them).
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    #: Seconds a handler has to return once a stop was requested (then it is cancelled).
+    stop_grace: float = 10.0
 
 
 def load_settings(environ: Mapping[str, str]) -> EngramSettings:
@@ -156,6 +165,7 @@ def load_settings(environ: Mapping[str, str]) -> EngramSettings:
         chunk_bytes=env.integer(
             "BOBRAVOZ_CHUNK_BYTES", DEFAULT_CHUNK_BYTES, minimum=1024, maximum=MAX_CHUNK_BYTES
         ),
+        stop_grace=env.duration("BOBRAVOZ_STOP_GRACE", 10.0),
     )
 
 
@@ -204,6 +214,23 @@ class StreamContext:
         self._span_attributes = {"step": step, "storyrun": storyrun}
         #: The ``sdk.handle`` span of the packet the handler holds now (tracing on).
         self._handling: Span | None = None
+        self._stop_requested = trio.Event()
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once the engram was asked to stop (its first SIGTERM or SIGINT): a handler
+        that produces on its own (a source) should stop producing, emit what ends its
+        stream, and return. A handler reading :meth:`packets` may go on until its upstream
+        ends. A handler still running ``BOBRAVOZ_STOP_GRACE`` later is cancelled."""
+        return self._stop_requested.is_set()
+
+    async def wait_stop_requested(self) -> None:
+        """Return once :attr:`stop_requested` is true (at once when it already is)."""
+        await self._stop_requested.wait()
+
+    def request_stop(self) -> None:
+        """Set :attr:`stop_requested` (the SDK does at the first signal; a test may too)."""
+        self._stop_requested.set()
 
     async def packets(self) -> AsyncIterator[Packet]:
         """Inbound data packets in arrival order, until the upstream ends (heartbeats skipped).
@@ -681,8 +708,66 @@ async def _connect_forever(session: _Session) -> None:
         backoff = min(backoff * 2, settings.reconnect_max)
 
 
+@final
+class _HandlerStop:
+    """Cancels the handler once a stop request's grace is over: the run going on, and any
+    run its supervisor starts after that (each run has its own cancel scope)."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.returned = trio.Event()
+        self._scope: trio.CancelScope | None = None
+
+    def scope_for_run(self) -> trio.CancelScope:
+        """The cancel scope of the run about to start (cancelled already after the grace)."""
+        self._scope = trio.CancelScope()
+        if self.cancelled:
+            self._scope.cancel()
+        return self._scope
+
+    def cancel(self) -> None:
+        """Cancel the handler: the run going on, and any later one."""
+        self.cancelled = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+async def _stop_when_asked(
+    stop: trio.Event,
+    context: StreamContext,
+    handler_stop: _HandlerStop,
+    settings: EngramSettings,
+    everything: trio.CancelScope,
+) -> None:
+    """Once ``stop`` is set: tell the handler, give it the grace to return (then cancel it),
+    and give what it emitted the message timeout to be written; past that, cancel
+    ``everything``."""
+    await stop.wait()
+    context.request_stop()
+    log.info("stop requested: the handler has %.1fs to return", settings.stop_grace)
+    with trio.move_on_after(settings.stop_grace):
+        await handler_stop.returned.wait()
+    if not handler_stop.returned.is_set():
+        log.warning(
+            "the handler did not return within %.1fs of the stop request: cancelled",
+            settings.stop_grace,
+        )
+        handler_stop.cancel()
+    # What it emitted is written and the stream ended, as when it returns by itself.
+    await trio.sleep(settings.message_timeout)
+    log.warning(
+        "the engram did not finish writing within %.1fs of its handler's end: stopping",
+        settings.message_timeout,
+    )
+    everything.cancel()
+
+
 async def serve_engram(
-    handler: Handler, settings: EngramSettings, *, tracing: Tracing = DISABLED
+    handler: Handler,
+    settings: EngramSettings,
+    *,
+    tracing: Tracing = DISABLED,
+    stop: trio.Event | None = None,
 ) -> None:
     """Run ``handler`` against the connector until it returns and its output is sent.
 
@@ -692,35 +777,49 @@ async def serve_engram(
     what was received and never reached the handler, and what the handler emitted and was
     never written to the connector, is reported by reason (a ``losses`` line,
     :mod:`bobravoz.sdk.losses`) when there is any.
+
+    When ``stop`` is set the engram stops gracefully: :attr:`StreamContext.stop_requested`
+    turns true, the handler has ``settings.stop_grace`` seconds to return before it is
+    cancelled, and what it emitted then has ``settings.message_timeout`` seconds to be
+    written before everything is cancelled.
     """
     session = _Session(settings, tracing)
     context = session.context()
+    handler_stop = _HandlerStop()
 
     async def run_handler() -> None:
-        # The handler starts once the transport can carry what it emits: a source's first
-        # packets do not wait (and age) in the SDK while the process connects.
-        await session.ready.wait()
-        try:
-            await handler(context)
-        finally:
-            context._end_handling()  # noqa: SLF001 - the span of the last packet it took
+        with handler_stop.scope_for_run():
+            # The handler starts once the transport can carry what it emits: a source's
+            # first packets do not wait (and age) in the SDK while the process connects.
+            await session.ready.wait()
+            try:
+                await handler(context)
+            finally:
+                context._end_handling()  # noqa: SLF001 - the span of the last packet it took
         session.outbox.close()
+        handler_stop.returned.set()
 
     try:
-        async with open_supervisor("engram", settings.restart) as supervisor:
-            supervisor.start_child("handler", run_handler, restart=Restart.TRANSIENT)
-            try:
-                await _connect_forever(session)
-            except* _CONNECTION_ERRORS as broken:
-                if trio.current_effective_deadline() != -math.inf:
-                    raise  # not stopping: a real failure
-                # Stopped while the connection broke (everything stops at once): part of
-                # stopping, not a failure. What was not written is counted below.
-                log.info(
-                    "the connection ended while the engram was stopping: %s",
-                    "; ".join(str(error) for error in broken.exceptions),
+        async with trio.open_nursery() as watchers:
+            if stop is not None:
+                watchers.start_soon(
+                    _stop_when_asked, stop, context, handler_stop, settings, watchers.cancel_scope
                 )
-            supervisor.cancel()
+            async with open_supervisor("engram", settings.restart) as supervisor:
+                supervisor.start_child("handler", run_handler, restart=Restart.TRANSIENT)
+                try:
+                    await _connect_forever(session)
+                except* _CONNECTION_ERRORS as broken:
+                    if trio.current_effective_deadline() != -math.inf:
+                        raise  # not stopping: a real failure
+                    # Stopped while the connection broke (everything stops at once): part of
+                    # stopping, not a failure. What was not written is counted below.
+                    log.info(
+                        "the connection ended while the engram was stopping: %s",
+                        "; ".join(str(error) for error in broken.exceptions),
+                    )
+                supervisor.cancel()
+            watchers.cancel_scope.cancel()
     finally:
         context.drop_incomplete_chunk_sets()
         session.losses.count(
@@ -751,10 +850,14 @@ def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> in
         print(f"engram: {error}", file=sys.stderr)
         return 2
 
+    stopping: list[TwoStageStop] = []
+
     async def main() -> None:
         async with open_grpc_loop(), trio.open_nursery() as nursery:
-            await nursery.start(cancel_on_signals, nursery.cancel_scope)
-            await serve_engram(handler, settings, tracing=tracing)
+            signals = TwoStageStop(nursery.cancel_scope)
+            stopping.append(signals)
+            await nursery.start(signals.watch)
+            await serve_engram(handler, settings, tracing=tracing, stop=signals.requested)
             nursery.cancel_scope.cancel()
 
     try:
@@ -766,4 +869,4 @@ def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> in
         return 1
     finally:
         tracing.shutdown()  # spans still queued are exported before the process exits
-    return 0
+    return 130 if any(signals.forced for signals in stopping) else 0

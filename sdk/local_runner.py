@@ -53,7 +53,8 @@ from bobravoz.sdk.trace_view import TraceReceiver, render_waterfall, slowest_tra
 
 READY_TIMEOUT: Final = 20.0
 STOP_GRACE: Final = 3.0
-#: Seconds the runner waits for sinks to report after every source finished.
+#: Seconds the engrams have to finish once ``--duration`` asked the sources to stop: an
+#: engram's own stop grace (``BOBRAVOZ_STOP_GRACE``, 10 s) and a margin to write and drain.
 DRAIN_TIMEOUT: Final = 15.0
 
 
@@ -171,6 +172,19 @@ class Runner:
                 raise RuntimeError(f"{name} did not report ready within {READY_TIMEOUT:.0f}s")
         return child
 
+    async def stop_sources(self, engrams: list[Child]) -> bool:
+        """Ask the source engrams (steps nothing streams into) to stop (SIGTERM: the SDK's
+        graceful stop) and wait up to :data:`DRAIN_TIMEOUT` for every engram to finish as
+        when the Story ends by itself; True when all of them did."""
+        for child in engrams:
+            if child.process.returncode is None and not self.topology.upstream_of(child.name):
+                child.stopping = True
+                child.process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(DRAIN_TIMEOUT):
+            for child in engrams:
+                await child.process.wait()
+        return all(child.process.returncode is not None for child in engrams)
+
     async def stop_all(self) -> None:
         """SIGTERM every live child, then SIGKILL what is left after the grace period."""
         for child in self.children:
@@ -230,6 +244,9 @@ class Summary:
     #: The ``--duration`` (seconds) that ended the run before every engram finished; 0 when
     #: they all finished. Sent and delivered are then the last progress reports (partial).
     cut: float = 0.0
+    #: The ``--duration`` (seconds) at which the sources were asked to stop, after which every
+    #: engram finished by itself; 0 when the Story ended on its own. Counts are complete.
+    stopped_early: float = 0.0
     #: What the hub and each connector reported serving and dialling (``mtls``/``plaintext``).
     security: dict[str, str] = field(default_factory=dict)
     #: The Story's primitives decide what reaches which step: the verdict is the transport's
@@ -328,7 +345,13 @@ class Summary:
         if self.cut:
             lines.append(
                 f"cut        --duration {self.cut:g}s ended the run before every engram "
-                "finished: sent and delivered are their last progress reports"
+                f"finished (within {DRAIN_TIMEOUT:g}s of asking the sources to stop): sent "
+                "and delivered are their last progress reports"
+            )
+        if self.stopped_early:
+            lines.append(
+                f"stopped    --duration {self.stopped_early:g}s asked the sources to stop; "
+                "every engram then finished: the counts are complete"
             )
         if self.interrupted:
             lines.append("interrupted: every process was stopped; counts are partial")
@@ -585,7 +608,12 @@ async def _run_story(
                 with trio.move_on_after(options.duration) as deadline:
                     for child in engram_children:
                         await child.process.wait()
-                summary.cut = options.duration if deadline.cancelled_caught else 0.0
+                if deadline.cancelled_caught:
+                    # The sources stop and end their streams; the rest finish behind them.
+                    if await runner.stop_sources(engram_children):
+                        summary.stopped_early = options.duration
+                    else:
+                        summary.cut = options.duration
                 summary.elapsed = time.monotonic() - started
                 for name, address in metrics_addresses:
                     try:

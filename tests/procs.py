@@ -138,9 +138,14 @@ class Cluster:
         )
 
     async def engram(
-        self, connector: Proc, step: str, program: str, config: Mapping[str, Any]
+        self,
+        connector: Proc,
+        step: str,
+        program: str,
+        config: Mapping[str, Any],
+        env: Mapping[str, str] | None = None,
     ) -> Proc:
-        """An example engram program bound to ``connector``."""
+        """An example engram program bound to ``connector`` (``env`` added to its own)."""
         binding = BindingEnvelope(
             name=f"run-1-{step}-transport",
             namespace="default",
@@ -155,6 +160,7 @@ class Cluster:
                 "BUBU_STORYRUN_ID": "run-1",
                 "BUBU_POD_NAMESPACE": "default",
                 "BUBU_STEP_CONFIG": json.dumps(dict(config)),
+                **(env or {}),
             },
             ready=False,
         )

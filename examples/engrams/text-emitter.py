@@ -7,7 +7,8 @@ item, default 5). Items whose language is in ``joinLangs`` (default ``[en]``: wh
 they carry metadata ``bubu.join.key: item-<i>`` for the hub to join the two halves before
 ``archive``; the others reach ``archive`` by one branch only and need no join. Paced at
 ``rate`` items per second (default 20). The final ``bobravoz.example/eos`` marker is tagged
-``lang: en, noisy: false`` so the Story's rules let it reach every step.
+``lang: en, noisy: false`` so the Story's rules let it reach every step. Asked to stop
+(SIGTERM), it stops emitting, ends with the marker all the same and reports what it sent.
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ async def handle(stream: StreamContext) -> None:
     start = trio.current_time()
     pacer = Pacer(clock=trio.current_time)
     by_lang: dict[str, int] = {}
-    noisy = 0
+    noisy = sent = 0
     for number in range(1, count + 1):
+        if stream.stop_requested:
+            break
         if rate > 0:
             await trio.sleep_until(start + (number - 1) / rate)
         payload, metadata = item(number, langs, noisy_every, join_langs)
@@ -73,6 +76,7 @@ async def handle(stream: StreamContext) -> None:
         await stream.emit(Packet(payload=payload, metadata=metadata))
         by_lang[payload["lang"]] = by_lang.get(payload["lang"], 0) + 1
         noisy += metadata["noisy"] == "true"
+        sent = number
         if pacer.due():
             report("progress", step=stream.step, role="source", sent=number)
     await stream.emit(Packet(metadata={**origin, EOS_KEY: "true", "lang": "en", "noisy": "false"}))
@@ -80,11 +84,12 @@ async def handle(stream: StreamContext) -> None:
         "summary",
         step=stream.step,
         role="source",
-        sent=count,
-        emitted=count + 1,
+        sent=sent,
+        emitted=sent + 1,
         langs=by_lang,
         noisy=noisy,
         seconds=round(trio.current_time() - start, 3),
+        **({"stopped": True} if sent < count else {}),
     )
 
 

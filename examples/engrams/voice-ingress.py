@@ -12,7 +12,8 @@ Config (the step's ``with``): ``participants`` (names, default ``[alice, bob]``)
 second), ``pauseMs`` (silence after a turn, default 700: longer than a 300 ms debounce),
 ``bargeIns`` (default 1: in each participant's first N turns they add a short follow-up right
 away, which lands inside the debounce of the turn before it) and ``bargeInFrames`` (default 5,
-100 ms), ``seconds`` (optional: stop speaking after this much audio).
+100 ms), ``seconds`` (optional: stop speaking after this much audio). Asked to stop
+(SIGTERM), it stops before its next utterance and ends the stream as usual.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ async def handle(stream: StreamContext) -> None:
     spoken: set[str] = set()
     pacer = Pacer(clock=trio.current_time)
     for due_ms, utterance, index in timeline_ms(plan):
-        if due_ms >= limit_ms:
-            break
+        if due_ms >= limit_ms or (stream.stop_requested and index == 0):
+            break  # asked to stop: at the next utterance, so none is cut in half
         await trio.sleep_until(start + due_ms / 1000)
         metadata = {**origin, "participant": utterance.participant, "utterance": utterance.id}
         if index is None:

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -80,3 +81,64 @@ async def test_interrupted_up_stops_every_process(tmp_path: Path) -> None:
         with trio.fail_after(20):
             assert await runner.process.wait() == 130
         assert not [pid for pid in started if alive(pid)]
+
+
+async def test_duration_asks_the_sources_to_stop_and_every_engram_finishes(tmp_path: Path) -> None:
+    # Before, --duration stopped every process at once: sent and delivered were the last
+    # progress reports ("cut ... partial"), and what was in flight was neither delivered nor
+    # in the summary. Now the sources stop and end their streams, the rest drain behind them.
+    up = await trio.run_process(
+        [*CLI, "up", str(STORY), "--duration", "2", "--quiet"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=REPO,
+    )
+    out, err = up.stdout.decode(), up.stderr.decode()
+    assert up.returncode == 0, out + err
+    lines = out.splitlines()
+    sent = int(next(line for line in lines if line.startswith("sent ")).split()[1])
+    assert 0 < sent < 2000  # the Story's 2,000 packets at 200/s would take 10 s
+    assert f"delivered  {sent} (expected {sent})" in lines
+    assert "lost       0 (expected - delivered - declared drops)" in lines
+    assert any(
+        line.startswith("stopped    --duration 2s asked the sources to stop") for line in lines
+    )
+    assert not [line for line in lines if line.startswith(("cut", "failed"))]
+    assert "Traceback" not in err
+
+
+async def _sink_with_no_source(cluster: Any, env: dict[str, str]) -> Any:
+    """A sink engram (with its hub and connector) whose upstream never sends nor ends."""
+    hub = await cluster.hub(STORY)
+    connector = await cluster.connector(hub, "sink")
+    engram = await cluster.engram(connector, "sink", "sink", {}, env)
+    await engram.wait_for("ready")
+    return engram
+
+
+async def test_a_stopped_engram_cancels_a_handler_past_its_grace_and_exits_0(
+    tmp_path: Path,
+) -> None:
+    async with open_cluster(tmp_path) as cluster:
+        sink = await _sink_with_no_source(cluster, {"BOBRAVOZ_STOP_GRACE": "500ms"})
+        sink.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(15):
+            assert await sink.process.wait() == 0
+    log = (tmp_path / "engram-sink.log").read_text()
+    assert "did not return within 0.5s of the stop request: cancelled" in log, log[-2000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def test_a_second_sigterm_stops_an_engram_at_once(tmp_path: Path) -> None:
+    async with open_cluster(tmp_path) as cluster:
+        sink = await _sink_with_no_source(cluster, {"BOBRAVOZ_STOP_GRACE": "60s"})
+        sink.process.send_signal(signal.SIGTERM)
+        log_path = tmp_path / "engram-sink.log"
+        await eventually(lambda: "stop requested" in log_path.read_text())
+        sink.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):  # not the 60 s grace
+            assert await sink.process.wait() == 130
+    log = log_path.read_text()
+    assert "received SIGTERM again: stopping at once" in log, log[-2000:]
+    assert "Traceback" not in log, log[-3000:]

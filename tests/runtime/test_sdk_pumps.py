@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -527,6 +528,138 @@ async def test_a_connection_breaking_while_the_engram_is_stopped_is_not_a_failur
     with pytest.raises(BaseExceptionGroup) as caught:
         await serve_engram(handler, settings)
     assert isinstance(lone_exception(caught.value), trio.BrokenResourceError)
+
+
+async def _connector_until_stop(
+    streams: dict[str, trio.MemoryReceiveChannel[ServerStream]],
+    stop: trio.Event,
+    stop_after: int,
+) -> list[bytes]:
+    """Play the connector of a graceful stop: say ready, take the Data stream, set ``stop``
+    once ``stop_after`` packets arrived, and end the call when the engram half-closes;
+    everything it got, in order."""
+    from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse
+
+    control = await streams[CONTROL_METHOD].receive()
+    await control.send(bytes(ControlResponse(action=ControlAction.CONNECTOR_READY)))
+    data = await streams[DATA_METHOD].receive()
+    got: list[bytes] = []
+    while True:
+        try:
+            got.extend(await data.receive_batch())
+        except trio.EndOfChannel:
+            break  # the engram half-closed: its handler's output is all written
+        if len(got) >= stop_after:
+            stop.set()
+    data.finish()
+    return got
+
+
+async def test_a_stop_request_lets_a_source_end_its_stream_and_loses_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SIGTERM's first stage: the handler sees ``stop_requested``, stops producing, emits
+    its end marker and returns; every packet it emitted, the marker last, reaches the
+    connector, and the engram ends by itself (no losses line). Before, a stop cancelled the
+    handler and everything at once: no marker, and what was queued was dropped."""
+    from bobravoz.sdk.engram import StreamContext, serve_engram
+
+    emitted: list[Packet] = []
+
+    async def source(stream: StreamContext) -> None:
+        index = 0
+        while not stream.stop_requested:
+            emitted.append(packet(index, 16))
+            await stream.emit(emitted[-1])
+            index += 1
+            await trio.sleep(0.001)
+        emitted.append(Packet(metadata={"seq": "end"}))
+        await stream.emit(emitted[-1])
+
+    stop = trio.Event()
+    with trio.fail_after(30):
+        async with open_grpc_loop(), trio.open_nursery() as nursery:
+            server, streams = await start_connector_server(nursery)
+            settings = EngramSettings(connector=server.endpoint, message_timeout=20.0)
+            nursery.start_soon(functools.partial(serve_engram, source, settings, stop=stop))
+            got = await _connector_until_stop(streams, stop, stop_after=5)
+            nursery.cancel_scope.cancel()
+    assert len(emitted) > 5
+    assert got == [encode_packet(item) for item in emitted]
+    assert "losses" not in capsys.readouterr().out
+
+
+async def test_a_handler_that_ignores_the_stop_request_is_cancelled_after_the_grace() -> None:
+    """A handler still running ``stop_grace`` after the request is cancelled; what it had
+    emitted is written all the same and the engram ends: serve_engram returns."""
+    from bobravoz.sdk.engram import StreamContext, serve_engram
+
+    async def stubborn(stream: StreamContext) -> None:
+        for index in range(8):
+            await stream.emit(packet(index, 16))
+        await trio.sleep_forever()
+
+    stop = trio.Event()
+    returned = trio.Event()
+    with trio.fail_after(30):
+        async with open_grpc_loop(), trio.open_nursery() as nursery:
+            server, streams = await start_connector_server(nursery)
+            settings = EngramSettings(
+                connector=server.endpoint, message_timeout=20.0, stop_grace=0.2
+            )
+
+            async def engram() -> None:
+                await serve_engram(stubborn, settings, stop=stop)
+                returned.set()
+
+            nursery.start_soon(engram)
+            got = await _connector_until_stop(streams, stop, stop_after=8)
+            await returned.wait()
+            nursery.cancel_scope.cancel()
+    assert got == [encode_packet(packet(index, 16)) for index in range(8)]
+
+
+async def test_an_engram_that_cannot_finish_writing_is_stopped_and_counts_what_it_held(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Past the grace and the message timeout (here the connector never reads), the engram
+    stops anyway and reports what it never wrote as ``unsent``."""
+    from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse
+    from bobravoz.sdk.engram import StreamContext, serve_engram
+
+    emitted = 0
+
+    async def source(stream: StreamContext) -> None:
+        nonlocal emitted
+        while not stream.stop_requested:
+            await stream.emit(packet(emitted))  # 8 KiB: flow control stalls the writer
+            emitted += 1
+
+    stop = trio.Event()
+    with trio.fail_after(30):
+        async with open_grpc_loop(), trio.open_nursery() as nursery:
+            server, streams = await start_connector_server(nursery)
+            settings = EngramSettings(
+                connector=server.endpoint, message_timeout=0.5, stop_grace=0.2
+            )
+            returned = trio.Event()
+
+            async def engram() -> None:
+                await serve_engram(source, settings, stop=stop)
+                returned.set()
+
+            nursery.start_soon(engram)
+            control = await streams[CONTROL_METHOD].receive()
+            await control.send(bytes(ControlResponse(action=ControlAction.CONNECTOR_READY)))
+            await streams[DATA_METHOD].receive()  # and never read
+            await wait_until(lambda: emitted > settings.channel_buffer)
+            stop.set()
+            await returned.wait()
+            nursery.cancel_scope.cancel()
+    report = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    (losses,) = [line for line in report if line["event"] == "losses"]
+    assert set(losses["reasons"]) == {UNSENT}
+    assert 0 < losses["reasons"][UNSENT] <= emitted
 
 
 # --------------------------------------------------------------------------------------------

@@ -161,6 +161,21 @@ def test_a_run_cut_by_duration_is_judged_by_counted_loss_and_says_its_counts_are
     assert not [line for line in whole.render().splitlines() if line.startswith("cut")]
 
 
+def test_a_run_whose_sources_were_stopped_early_is_judged_on_complete_counts() -> None:
+    # --duration asked the sources to stop and every engram finished: nothing is partial,
+    # so a shortfall at the sinks is loss again.
+    stopped = Summary(sent=402, expected=402, delivered=402, stopped_early=4.0)
+    assert (stopped.lost, stopped.exit_status) == (0, 0)
+    lines = stopped.render().splitlines()
+    assert "delivered  402 (expected 402)" in lines
+    assert any(
+        line.startswith("stopped    --duration 4s asked the sources to stop") for line in lines
+    )
+    assert not [line for line in lines if line.startswith("cut")]
+    short = Summary(sent=402, expected=402, delivered=400, stopped_early=4.0)
+    assert (short.lost, short.exit_status) == (2, 1)
+
+
 def test_without_primitives_the_expected_count_still_decides() -> None:
     summary = Summary(sent=40, expected=80, delivered=32)
     summary.loss.add(transport_loss_from_text(FILTERED))

@@ -3,15 +3,28 @@ them, a real two-process probe, and the sentence under the table."""
 
 from __future__ import annotations
 
+import importlib
 import socket
 import struct
 import time
+from types import ModuleType
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from procs import REPO
 
-from loadtests.bench import floor_line
-from loadtests.wakeprobe import probe, receive
+
+def _loadtests(module: str) -> ModuleType:
+    """``loadtests.<module>`` (the repository root is not on pytest's path)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(REPO))
+        return importlib.import_module(f"loadtests.{module}")
+
+
+wakeprobe = _loadtests("wakeprobe")
+bench = _loadtests("bench")
+receive, probe, floor_line = wakeprobe.receive, wakeprobe.probe, bench.floor_line
 
 _STAMP = struct.Struct("<q")
 _MS = 1_000_000

@@ -56,6 +56,10 @@ class ConnectorConfig:
     #: ``namespace`` or ``off``: whether a peer's certificate must name its namespace.
     identity_mode: str = "namespace"
     tls_reload_interval: float = DEFAULT_RELOAD_INTERVAL
+    #: Seconds the connector keeps serving after its first SIGTERM/SIGINT, for the engram
+    #: to end its Data stream and what it sent to leave for the hub (longer than the SDK's
+    #: own stop grace, ``BOBRAVOZ_STOP_GRACE``, 10 s: a pod's containers stop together).
+    stop_grace: float = 20.0
 
     @property
     def tls(self) -> bool:
@@ -165,4 +169,5 @@ def load_config(environ: Mapping[str, str]) -> ConnectorConfig:
         identity_mode=identity_mode,
         tls_reload_interval=env.duration("BOBRAVOZ_TLS_RELOAD_INTERVAL", DEFAULT_RELOAD_INTERVAL)
         or DEFAULT_RELOAD_INTERVAL,
+        stop_grace=env.duration("BOBRAVOZ_CONNECTOR_STOP_GRACE", 20.0),
     )

@@ -25,7 +25,7 @@ from bobravoz.runtime.heap import settle_heap
 from bobravoz.runtime.logs import configure_logging
 from bobravoz.runtime.metrics import TransportMetrics, watch_tls
 from bobravoz.runtime.metrics_http import serve_metrics
-from bobravoz.runtime.shutdown import cancel_on_signals
+from bobravoz.runtime.shutdown import TwoStageStop
 from bobravoz.runtime.status import StatusCode
 from bobravoz.runtime.supervisor import Restart, open_supervisor
 from bobravoz.runtime.tls import ReloadingContext
@@ -40,13 +40,16 @@ async def run_connector(
     registry: CollectorRegistry,
     *,
     tracing: Tracing = DISABLED,
+    stop: trio.Event | None = None,
     task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED,
 ) -> str | None:
     """Serve the local engram and keep the hub link until cancelled (packets carrying a
     trace context get ``connector.send``/``connector.deliver`` spans from ``tracing``).
 
     ``task_status.started`` receives the bound addresses (``listen``, ``metrics``). Returns the
-    reason when the hub link failed for good (the caller exits non-zero), else runs forever.
+    reason when the hub link failed for good (the caller exits non-zero); None once ``stop``
+    was set and the connector drained (:meth:`ConnectorService.drain`, at most
+    ``config.stop_grace`` seconds); else runs until cancelled.
     """
     client_tls, server_tls = tls_contexts(config)
     async with open_supervisor(
@@ -111,12 +114,46 @@ async def run_connector(
                 config.heartbeat_interval,
                 restart=Restart.PERMANENT,
             )
-        await link.run()
+        drained: list[bool] = []
+        async with trio.open_nursery() as lifetime:
+            if stop is not None:
+                lifetime.start_soon(
+                    _drain_when_stopped, stop, service, config, drained, lifetime.cancel_scope
+                )
+            await link.run()
+            lifetime.cancel_scope.cancel()
+        if drained:
+            supervisor.cancel()
+            return None
         reason = link.fatal or "hub link ended"
         service.broadcast_error(StatusCode.UNAVAILABLE, reason, {"reason": "hub_link_failed"})
         await trio.sleep(0.2)  # let the ERROR reach open Control streams
         supervisor.cancel()
         return reason
+
+
+async def _drain_when_stopped(
+    stop: trio.Event,
+    service: ConnectorService,
+    config: ConnectorConfig,
+    drained: list[bool],
+    link_scope: trio.CancelScope,
+) -> None:
+    """Once ``stop`` is set: drain, note whether it finished in ``drained``, and cancel
+    ``link_scope`` (the hub link's)."""
+    await stop.wait()
+    log.info(
+        "stopping: serving the engram until its Data stream ends (at most %.1fs)",
+        config.stop_grace,
+    )
+    drained.append(await service.drain(config.stop_grace))
+    if not drained[-1]:
+        log.warning(
+            "stop grace of %.1fs over before the engram's Data stream ended and its packets "
+            "left for the hub: stopping",
+            config.stop_grace,
+        )
+    link_scope.cancel()
 
 
 def tls_contexts(
@@ -168,14 +205,23 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     metrics = TransportMetrics(registry, component="connector")
     outcome: list[str | None] = []
 
+    stopping: list[TwoStageStop] = []
+
     async def run() -> None:
         async with open_grpc_loop(), trio.open_nursery() as nursery:
-            await nursery.start(cancel_on_signals, nursery.cancel_scope)
+            signals = TwoStageStop(nursery.cancel_scope)
+            stopping.append(signals)
+            await nursery.start(signals.watch)
 
             async def serve(task_status: trio.TaskStatus[dict[str, str]]) -> None:
                 outcome.append(
                     await run_connector(
-                        config, metrics, registry, tracing=tracing, task_status=task_status
+                        config,
+                        metrics,
+                        registry,
+                        tracing=tracing,
+                        stop=signals.requested,
+                        task_status=task_status,
                     )
                 )
                 nursery.cancel_scope.cancel()
@@ -193,4 +239,4 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     if outcome and outcome[0] is not None:
         print(f"bobravoz connector: {outcome[0]}", file=sys.stderr)
         return 3
-    return 0
+    return 130 if any(signals.forced for signals in stopping) else 0

@@ -201,6 +201,17 @@ class ConnectorService:
         else:
             self._start(f"control#{number}", stream, self._serve_control, stream)
 
+    async def drain(self, grace: float) -> bool:
+        """Serve on, for at most ``grace`` seconds, until the engram's Data stream has ended
+        (the engram finished or stopped, and half-closed) and everything it sent has left
+        the outbox for the hub; True when both happened in time."""
+        with trio.move_on_after(grace):
+            while not self._data_done.is_set():
+                await self._data_done.wait()  # a newer Data stream replaces the event
+            await self.link.outbox.wait_empty()
+            return True
+        return False
+
     def _check_peer(self, stream: ServerStream, peer: BindingIdentity) -> None:
         """A peer's Process stream must come over mTLS when this connector speaks TLS, claim
         this connector's namespace, and carry a certificate of that namespace."""

@@ -186,18 +186,24 @@ class Runner:
         return all(child.process.returncode is not None for child in engrams)
 
     async def stop_all(self) -> None:
-        """SIGTERM every live child, then SIGKILL what is left after the grace period."""
+        """SIGTERM every live child (a graceful stop); after :data:`STOP_GRACE`, SIGTERM
+        again what is left (stop at once, counting what it held); SIGKILL what is still
+        left :data:`STOP_GRACE` later."""
         for child in self.children:
             if child.process.returncode is None:
                 child.stopping = True
                 child.process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(STOP_GRACE):
+        for last_resort in (False, True):
+            with trio.move_on_after(STOP_GRACE):
+                for child in self.children:
+                    await child.process.wait()
             for child in self.children:
-                await child.process.wait()
-        for child in self.children:
-            if child.process.returncode is None:
-                child.process.kill()
-                await child.process.wait()
+                if child.process.returncode is None:
+                    if last_resort:
+                        child.process.kill()
+                        await child.process.wait()
+                    else:
+                        child.process.send_signal(signal.SIGTERM)
 
 
 def _step_config(story: Story, step_id: str) -> dict[str, Any]:

@@ -142,3 +142,45 @@ async def test_a_second_sigterm_stops_an_engram_at_once(tmp_path: Path) -> None:
     log = log_path.read_text()
     assert "received SIGTERM again: stopping at once" in log, log[-2000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+PAIR = """
+apiVersion: bubustack.io/v1alpha1
+kind: Story
+metadata: {name: pair, namespace: default}
+spec:
+  pattern: realtime
+  steps:
+    - {name: source, ref: {name: source}}
+    - {name: sink, ref: {name: sink}, needs: [source]}
+"""
+
+
+async def test_a_pod_stopping_together_loses_nothing_its_engram_sent(tmp_path: Path) -> None:
+    # Kubernetes stops a pod's containers together: the source engram and its connector
+    # sidecar get SIGTERM at once. Before, the connector stopped at once, so what the engram
+    # still had to write (its last packets, its end marker) had nowhere to go: the sink never
+    # finished. Now the connector serves on until the engram's Data stream has ended and what
+    # it sent has left for the hub.
+    (tmp_path / "pair.yaml").write_text(PAIR)
+    async with open_cluster(tmp_path) as cluster:
+        hub = await cluster.hub(tmp_path / "pair.yaml")
+        sink_connector = await cluster.connector(hub, "sink")
+        source_connector = await cluster.connector(hub, "source")
+        sink = await cluster.engram(sink_connector, "sink", "sink", {})
+        await sink.wait_for("ready")
+        source = await cluster.engram(
+            source_connector, "source", "source", {"count": 1_000_000, "rate": 500}
+        )
+        await sink.wait_for("progress")  # streaming end to end
+        source.process.send_signal(signal.SIGTERM)
+        source_connector.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await source.process.wait() == 0
+            assert await source_connector.process.wait() == 0
+            summary = await sink.wait_for("summary")
+        sent = source.find("summary")
+    assert sent is not None and sent.get("stopped") is True
+    assert 0 < sent["sent"] < 1_000_000
+    assert summary["received"] == sent["sent"]
+    assert not source.find("losses")

@@ -180,7 +180,8 @@ async def test_a_pod_stopping_together_loses_nothing_its_engram_sent(tmp_path: P
             assert await source_connector.process.wait() == 0
             summary = await sink.wait_for("summary")
         sent = source.find("summary")
-    assert sent is not None and sent.get("stopped") is True
+    assert sent is not None
+    assert sent.get("stopped") is True
     assert 0 < sent["sent"] < 1_000_000
     assert summary["received"] == sent["sent"]
     assert not source.find("losses")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
-from procs import eventually, open_cluster, scrape, wait_for_metric
+from procs import Cluster, Proc, eventually, open_cluster, scrape, wait_for_metric
 
 from bobravoz.protocol.constants import PROCESS_METHOD
 from bobravoz.protocol.gen.transport.v1 import BinaryFrame, DataPacket, ProcessRequest
@@ -30,20 +31,26 @@ spec:
     - {name: producer, ref: {name: source}}
     - {name: consumer, ref: {name: sink}, needs: [producer]}
 """
+PRODUCER = BindingIdentity(storyrun="run-1", namespace="default", step="producer", generation=1)
+
+
+async def start_hub(cluster: Cluster, scratch: Path, grace: str) -> tuple[Proc, dict[str, Any]]:
+    """A hub for :data:`STORY` with shutdown grace ``grace``, and its readiness line."""
+    (scratch / "story.yaml").write_text(STORY)
+    hub = await cluster.hub(scratch / "story.yaml", {"BOBRAVOZ_HUB_SHUTDOWN_GRACE": grace})
+    ready = hub.find("ready")
+    assert ready is not None
+    return hub, ready
 
 
 async def test_sigterm_counts_and_logs_what_it_could_not_deliver(tmp_path: Path) -> None:
-    (tmp_path / "story.yaml").write_text(STORY)
-    producer = BindingIdentity(storyrun="run-1", namespace="default", step="producer", generation=1)
     async with open_cluster(tmp_path) as cluster:
-        hub = await cluster.hub(tmp_path / "story.yaml", {"BOBRAVOZ_HUB_SHUTDOWN_GRACE": "200ms"})
-        ready = hub.find("ready")
-        assert ready is not None
+        hub, ready = await start_hub(cluster, tmp_path, "200ms")
         packet = bytes(ProcessRequest(packet=DataPacket(binary=BinaryFrame(payload=b"x" * 64))))
         async with (
             open_grpc_loop(),
             open_grpc_channel(parse_endpoint(ready["listen"])) as channel,
-            channel.open_stream(PROCESS_METHOD, producer.headers()) as stream,
+            channel.open_stream(PROCESS_METHOD, PRODUCER.headers()) as stream,
         ):
             await stream.send_batch([packet] * 600)
             await wait_for_metric(
@@ -63,12 +70,8 @@ async def test_a_second_sigterm_stops_a_draining_hub_at_once_and_counts_what_it_
 ) -> None:
     # The measured case: the second signal raised KeyboardInterrupt inside a task, which
     # left trio.run as an exception group: tracebacks and exit 1.
-    (tmp_path / "story.yaml").write_text(STORY)
-    producer = BindingIdentity(storyrun="run-1", namespace="default", step="producer", generation=1)
     async with open_cluster(tmp_path) as cluster:
-        hub = await cluster.hub(tmp_path / "story.yaml", {"BOBRAVOZ_HUB_SHUTDOWN_GRACE": "60s"})
-        ready = hub.find("ready")
-        assert ready is not None
+        hub, ready = await start_hub(cluster, tmp_path, "60s")
         # A consumer process that is connected and then stopped (SIGSTOP): what the hub holds
         # for it keeps the drain waiting for the whole grace period.
         consumer = await cluster.start(
@@ -91,7 +94,7 @@ async def test_a_second_sigterm_stops_a_draining_hub_at_once_and_counts_what_it_
         async with (
             open_grpc_loop(),
             open_grpc_channel(parse_endpoint(ready["listen"])) as channel,
-            channel.open_stream(PROCESS_METHOD, producer.headers()) as stream,
+            channel.open_stream(PROCESS_METHOD, PRODUCER.headers()) as stream,
             trio.open_nursery() as sending,
         ):
             sending.start_soon(stream.send_batch, [packet] * 20_000)

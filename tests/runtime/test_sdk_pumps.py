@@ -555,6 +555,23 @@ async def _connector_until_stop(
     return got
 
 
+def start_engram(
+    nursery: trio.Nursery, handler: Any, settings: EngramSettings, stop: trio.Event
+) -> trio.Event:
+    """Run ``serve_engram(handler, settings, stop=stop)`` in ``nursery``; the event is set
+    when it returns."""
+    from bobravoz.sdk.engram import serve_engram
+
+    returned = trio.Event()
+
+    async def engram() -> None:
+        await serve_engram(handler, settings, stop=stop)
+        returned.set()
+
+    nursery.start_soon(engram)
+    return returned
+
+
 async def test_a_stop_request_lets_a_source_end_its_stream_and_loses_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -592,7 +609,7 @@ async def test_a_stop_request_lets_a_source_end_its_stream_and_loses_nothing(
 async def test_a_handler_that_ignores_the_stop_request_is_cancelled_after_the_grace() -> None:
     """A handler still running ``stop_grace`` after the request is cancelled; what it had
     emitted is written all the same and the engram ends: serve_engram returns."""
-    from bobravoz.sdk.engram import StreamContext, serve_engram
+    from bobravoz.sdk.engram import StreamContext
 
     async def stubborn(stream: StreamContext) -> None:
         for index in range(8):
@@ -600,19 +617,13 @@ async def test_a_handler_that_ignores_the_stop_request_is_cancelled_after_the_gr
         await trio.sleep_forever()
 
     stop = trio.Event()
-    returned = trio.Event()
     with trio.fail_after(30):
         async with open_grpc_loop(), trio.open_nursery() as nursery:
             server, streams = await start_connector_server(nursery)
             settings = EngramSettings(
                 connector=server.endpoint, message_timeout=20.0, stop_grace=0.2
             )
-
-            async def engram() -> None:
-                await serve_engram(stubborn, settings, stop=stop)
-                returned.set()
-
-            nursery.start_soon(engram)
+            returned = start_engram(nursery, stubborn, settings, stop)
             got = await _connector_until_stop(streams, stop, stop_after=8)
             await returned.wait()
             nursery.cancel_scope.cancel()
@@ -625,7 +636,7 @@ async def test_an_engram_that_cannot_finish_writing_is_stopped_and_counts_what_i
     """Past the grace and the message timeout (here the connector never reads), the engram
     stops anyway and reports what it never wrote as ``unsent``."""
     from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse
-    from bobravoz.sdk.engram import StreamContext, serve_engram
+    from bobravoz.sdk.engram import StreamContext
 
     emitted = 0
 
@@ -642,13 +653,7 @@ async def test_an_engram_that_cannot_finish_writing_is_stopped_and_counts_what_i
             settings = EngramSettings(
                 connector=server.endpoint, message_timeout=0.5, stop_grace=0.2
             )
-            returned = trio.Event()
-
-            async def engram() -> None:
-                await serve_engram(source, settings, stop=stop)
-                returned.set()
-
-            nursery.start_soon(engram)
+            returned = start_engram(nursery, source, settings, stop)
             control = await streams[CONTROL_METHOD].receive()
             await control.send(bytes(ControlResponse(action=ControlAction.CONNECTOR_READY)))
             await streams[DATA_METHOD].receive()  # and never read

@@ -920,12 +920,14 @@ class Table:
     def render(self) -> str:
         header = ("", "baseline", "hub", "hub/base", "nats")
         width = max(len(row[0]) for row in [header, *self.rows] if any(row[1:])) + 2
-        lines = [f"{header[0]:{width}s}" + "".join(f"{cell:>12s}" for cell in header[1:])]
+        lines = [f"{header[0]:{width}s}" + "".join(f" {cell:>11s}" for cell in header[1:])]
         for row in self.rows:
             if not any(row[1:]):
                 lines.append(row[0])
                 continue
-            lines.append(f"{row[0]:{width}s}" + "".join(f"{cell:>12s}" for cell in row[1:]))
+            # A space before every cell: a cell wider than its column (the per-round tails)
+            # pushes the next one right rather than running into it.
+            lines.append(f"{row[0]:{width}s}" + "".join(f" {cell:>11s}" for cell in row[1:]))
         return "\n".join(lines)
 
 

@@ -138,3 +138,13 @@ def test_each_rounds_tail_is_shown_beside_the_pooled_one() -> None:
     runs = {"hub": [{"consumer": {"p999_ms": 4.58}}, {"consumer": {"p999_ms": 1.5}}]}
     assert by_round(runs, "hub") == "4.6 1.5"
     assert by_round(runs, "baseline") == "-"
+
+
+def test_a_cell_wider_than_its_column_never_runs_into_the_next() -> None:
+    from loadtests.bench import Table
+
+    table = Table()
+    table.add("  p99.9 ms in each round", "3.3 5.5 3.9", "4.7 7.8 19.0", "7.2 1.9 5.8", ratio=False)
+    row = table.render().splitlines()[-1]
+    assert row.split()[-10:] == "3.3 5.5 3.9 4.7 7.8 19.0 - 7.2 1.9 5.8".split()
+    assert "3.94.7" not in row

@@ -37,7 +37,7 @@ import trio
 
 from bobravoz.runtime.binding_envelope import BindingEnvelope, BindingInfo, encode_binding
 from bobravoz.runtime.groups import lone_exception
-from bobravoz.runtime.shutdown import cancel_on_signals
+from bobravoz.runtime.shutdown import TwoStageStop
 from bobravoz.runtime.story import Story, StoryError, load_story
 from bobravoz.runtime.topology import Topology, TopologyError, streaming_topology
 from bobravoz.runtime.tracing import TRACING_SETTINGS_ENV
@@ -247,12 +247,12 @@ class Summary:
     latencies_ms: list[float] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     interrupted: bool = False
-    #: The ``--duration`` (seconds) that ended the run before every engram finished; 0 when
-    #: they all finished. Sent and delivered are then the last progress reports (partial).
-    cut: float = 0.0
-    #: The ``--duration`` (seconds) at which the sources were asked to stop, after which every
-    #: engram finished by itself; 0 when the Story ended on its own. Counts are complete.
-    stopped_early: float = 0.0
+    #: What ended the run before every engram finished (``--duration 5s``, ``Ctrl-C``);
+    #: empty when they all finished. Sent and delivered are then the last progress reports.
+    cut: str = ""
+    #: What asked the sources to stop (``--duration 5s``, ``Ctrl-C``), after which every
+    #: engram finished by itself; empty when the Story ended on its own. Counts are complete.
+    stopped: str = ""
     #: What the hub and each connector reported serving and dialling (``mtls``/``plaintext``).
     security: dict[str, str] = field(default_factory=dict)
     #: The Story's primitives decide what reaches which step: the verdict is the transport's
@@ -350,16 +350,16 @@ class Summary:
             lines.append(f"failed     {', '.join(self.failed)}")
         if self.cut:
             lines.append(
-                f"cut        --duration {self.cut:g}s ended the run before every engram "
-                f"finished (within {DRAIN_TIMEOUT:g}s of asking the sources to stop): sent "
-                "and delivered are their last progress reports"
+                f"cut        {self.cut} ended the run before every engram finished (within "
+                f"{DRAIN_TIMEOUT:g}s of asking the sources to stop): sent and delivered are "
+                "their last progress reports"
             )
-        if self.stopped_early:
+        if self.stopped:
             lines.append(
-                f"stopped    --duration {self.stopped_early:g}s asked the sources to stop; "
-                "every engram then finished: the counts are complete"
+                f"stopped    {self.stopped} asked the sources to stop; every engram then "
+                "finished: the counts are complete"
             )
-        if self.interrupted:
+        elif self.interrupted:
             lines.append("interrupted: every process was stopped; counts are partial")
         return "\n".join(lines)
 
@@ -425,6 +425,12 @@ def _expected_per_sink(topology: Topology, sent: Mapping[str, int]) -> dict[str,
         sink: sum(sent.get(source, 0) * n for source, n in paths[sink].items() if source != sink)
         for sink in sinks
     }
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` once ``event`` is set (at once if it is entered only later)."""
+    await event.wait()
+    scope.cancel()
 
 
 async def _progress(runner: Runner, started: float) -> None:
@@ -530,9 +536,14 @@ async def _run_story(
     storyrun = options.storyrun
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bobravoz-") as scratch, trio.CancelScope() as run:
+        # The first Ctrl-C (or SIGTERM) ends the streaming as --duration does: the sources are
+        # asked to stop and the rest finish behind them. A second one stops everything at once.
+        signals = TwoStageStop(run)
+        streaming = trio.CancelScope(deadline=trio.current_time() + options.duration)
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(cancel_on_signals, run)
+                await nursery.start(signals.watch)
+                nursery.start_soon(_cancel_when_set, signals.requested, streaming)
                 cli = [sys.executable, "-m", "bobravoz.sdk.cli"]
                 hub_env, connector_env = _tls_env(Path(scratch), namespace, options.tls)
                 hub = await runner.start(
@@ -611,15 +622,21 @@ async def _run_story(
                 ]
                 if options.live:
                     nursery.start_soon(_progress, runner, started)
-                with trio.move_on_after(options.duration) as deadline:
+                streaming.deadline = trio.current_time() + options.duration
+                with streaming:
                     for child in engram_children:
                         await child.process.wait()
-                if deadline.cancelled_caught:
+                if streaming.cancelled_caught:
                     # The sources stop and end their streams; the rest finish behind them.
+                    cause = (
+                        "Ctrl-C"
+                        if signals.requested.is_set()
+                        else f"--duration {options.duration:g}s"
+                    )
                     if await runner.stop_sources(engram_children):
-                        summary.stopped_early = options.duration
+                        summary.stopped = cause
                     else:
-                        summary.cut = options.duration
+                        summary.cut = cause
                 summary.elapsed = time.monotonic() - started
                 for name, address in metrics_addresses:
                     try:
@@ -635,7 +652,7 @@ async def _run_story(
                 await runner.stop_all()
             if options.live:
                 print(file=sys.stderr)
-    summary.interrupted = run.cancelled_caught
+    summary.interrupted = signals.requested.is_set()
     sent: dict[str, int] = {}
     for child in runner.children:
         report = child.last

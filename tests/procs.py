@@ -33,6 +33,8 @@ class Proc:
     name: str
     process: trio.Process
     lines: list[dict[str, Any]] = field(default_factory=list)
+    #: Every other line it printed on stdout (text), in order.
+    text: list[str] = field(default_factory=list)
     #: Set (and replaced) on every new line, and set for good when the process has exited.
     changed: trio.Event = field(default_factory=trio.Event)
 
@@ -177,6 +179,7 @@ async def _collect(proc: Proc) -> None:
             try:
                 line = json.loads(raw)
             except ValueError:
+                proc.text.append(raw.decode(errors="replace"))
                 continue
             if isinstance(line, dict):
                 proc.lines.append(line)

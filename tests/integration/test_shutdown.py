@@ -66,6 +66,8 @@ def sink_progress(log: Path) -> int:
 
 
 async def test_interrupted_up_stops_every_process(tmp_path: Path) -> None:
+    # Ctrl-C ends the streaming as --duration does: the sources stop first and the rest
+    # finish behind them, so the summary's counts are complete; nothing is left running.
     async with open_cluster(tmp_path) as cluster:
         runner = await cluster.start(
             "up", [*CLI, "up", str(STORY), "--duration", "60"], ready=False
@@ -81,6 +83,44 @@ async def test_interrupted_up_stops_every_process(tmp_path: Path) -> None:
         with trio.fail_after(20):
             assert await runner.process.wait() == 130
         assert not [pid for pid in started if alive(pid)]
+    lines = runner.text
+    sent = int(next(line for line in lines if line.startswith("sent ")).split()[1])
+    assert 0 < sent < 2000
+    assert f"delivered  {sent} (expected {sent})" in lines
+    assert any(line.startswith("stopped    Ctrl-C asked the sources to stop") for line in lines)
+
+
+#: A sink that waits for two sources' end markers behind one source: it never finishes.
+UNFINISHABLE = """
+apiVersion: bubustack.io/v1alpha1
+kind: Story
+metadata: {name: unfinishable, namespace: default}
+spec:
+  pattern: realtime
+  steps:
+    - {name: source, ref: {name: source}, with: {count: 1000000, rate: 200}}
+    - {name: sink, ref: {name: sink}, needs: [source], with: {sources: 2}}
+"""
+
+
+async def test_a_second_interrupt_stops_a_run_that_cannot_drain_at_once(tmp_path: Path) -> None:
+    (tmp_path / "unfinishable.yaml").write_text(UNFINISHABLE)
+    argv = [*CLI, "up", str(tmp_path / "unfinishable.yaml"), "--duration", "60"]
+    async with open_cluster(tmp_path) as cluster:
+        runner = await cluster.start(
+            "up", [*argv, "--engrams-dir", str(REPO / "examples" / "engrams")], ready=False
+        )
+        await eventually(lambda: len(children_of(runner.process.pid)) >= 5, limit=30)
+        started = children_of(runner.process.pid)
+        await eventually(lambda: sink_progress(tmp_path / "up.log") > 0, limit=30)
+        runner.process.send_signal(signal.SIGINT)
+        # The first stage: the source stops and exits; the sink waits for a second marker.
+        await eventually(lambda: len(children_of(runner.process.pid)) == 4, limit=15)
+        runner.process.send_signal(signal.SIGINT)
+        with trio.fail_after(10):  # not the 15 s the runner gives a drain
+            assert await runner.process.wait() == 130
+        assert not [pid for pid in started if alive(pid)]
+    assert "interrupted: every process was stopped; counts are partial" in runner.text
 
 
 async def test_duration_asks_the_sources_to_stop_and_every_engram_finishes(tmp_path: Path) -> None:

@@ -145,7 +145,7 @@ async def test_a_losses_line_is_kept_apart_from_the_engram_reports() -> None:
 def test_a_run_cut_by_duration_is_judged_by_counted_loss_and_says_its_counts_are_partial() -> None:
     # Packets in flight when --duration stops every process, and progress reports that lag,
     # make expected - delivered meaningless either way (here 98 short).
-    cut = Summary(sent=1005, expected=1005, delivered=907, cut=5.0)
+    cut = Summary(sent=1005, expected=1005, delivered=907, cut="--duration 5s")
     assert (cut.lost, cut.exit_status) == (0, 0)
     lines = cut.render().splitlines()
     assert "delivered  907 (expected 1005; partial: the run was cut)" in lines
@@ -164,7 +164,7 @@ def test_a_run_cut_by_duration_is_judged_by_counted_loss_and_says_its_counts_are
 def test_a_run_whose_sources_were_stopped_early_is_judged_on_complete_counts() -> None:
     # --duration asked the sources to stop and every engram finished: nothing is partial,
     # so a shortfall at the sinks is loss again.
-    stopped = Summary(sent=402, expected=402, delivered=402, stopped_early=4.0)
+    stopped = Summary(sent=402, expected=402, delivered=402, stopped="--duration 4s")
     assert (stopped.lost, stopped.exit_status) == (0, 0)
     lines = stopped.render().splitlines()
     assert "delivered  402 (expected 402)" in lines
@@ -172,7 +172,7 @@ def test_a_run_whose_sources_were_stopped_early_is_judged_on_complete_counts() -
         line.startswith("stopped    --duration 4s asked the sources to stop") for line in lines
     )
     assert not [line for line in lines if line.startswith("cut")]
-    short = Summary(sent=402, expected=402, delivered=400, stopped_early=4.0)
+    short = Summary(sent=402, expected=402, delivered=400, stopped="--duration 4s")
     assert (short.lost, short.exit_status) == (2, 1)
 
 

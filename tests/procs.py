@@ -275,3 +275,18 @@ async def eventually(
                 await wake().wait()
             else:
                 await trio.sleep(POLL_INTERVAL)
+
+
+async def sigterm_twice(proc: Proc, log: Path, first_stage: str) -> str:
+    """SIGTERM ``proc``, wait for ``first_stage`` in its ``log`` (it is draining), SIGTERM it
+    again: it must exit 130 within 10 s (not its grace), say so, and raise nothing. Returns
+    the log's text."""
+    proc.process.send_signal(signal.SIGTERM)
+    await eventually(lambda: first_stage in log.read_text())
+    proc.process.send_signal(signal.SIGTERM)
+    with trio.fail_after(10):
+        assert await proc.process.wait() == 130
+    text = await trio.Path(log).read_text()
+    assert "received SIGTERM again: stopping at once" in text, text[-2000:]
+    assert "Traceback" not in text, text[-3000:]
+    return text

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import trio
-from procs import CLI, REPO, eventually, open_cluster
+from procs import CLI, REPO, eventually, open_cluster, sigterm_twice
 
 pytestmark = pytest.mark.integration
 
@@ -173,15 +173,7 @@ async def test_a_stopped_engram_cancels_a_handler_past_its_grace_and_exits_0(
 async def test_a_second_sigterm_stops_an_engram_at_once(tmp_path: Path) -> None:
     async with open_cluster(tmp_path) as cluster:
         sink = await _sink_with_no_source(cluster, {"BOBRAVOZ_STOP_GRACE": "60s"})
-        sink.process.send_signal(signal.SIGTERM)
-        log_path = tmp_path / "engram-sink.log"
-        await eventually(lambda: "stop requested" in log_path.read_text())
-        sink.process.send_signal(signal.SIGTERM)
-        with trio.fail_after(10):  # not the 60 s grace
-            assert await sink.process.wait() == 130
-    log = log_path.read_text()
-    assert "received SIGTERM again: stopping at once" in log, log[-2000:]
-    assert "Traceback" not in log, log[-3000:]
+        await sigterm_twice(sink, tmp_path / "engram-sink.log", "stop requested")
 
 
 PAIR = """

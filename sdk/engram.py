@@ -72,6 +72,7 @@ from bobravoz.sdk.losses import (
     CHUNK_SET_EXPIRED,
     CHUNK_SET_INCOMPLETE,
     UNDECODABLE,
+    UNHANDLED,
     UNSENT,
     SdkLosses,
 )
@@ -822,6 +823,15 @@ async def serve_engram(
             watchers.cancel_scope.cancel()
     finally:
         context.drop_incomplete_chunk_sets()
+        if handler_stop.cancelled:
+            # The handler was stopped, not done: what it was still to be given is lost. (A
+            # handler that returns by itself leaves the rest by its own choice.)
+            session.losses.count(
+                UNHANDLED,
+                "packets received were never handled: the handler was cancelled at the end "
+                "of its stop grace",
+                len(session.received) + session.inbox_receive.statistics().current_buffer_used,
+            )
         session.losses.count(
             UNSENT,
             "packets the handler emitted were never written to the connector",

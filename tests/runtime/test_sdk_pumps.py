@@ -56,7 +56,7 @@ from bobravoz.sdk.engram import (
     _Session,
     _settle_data,
 )
-from bobravoz.sdk.losses import UNSENT
+from bobravoz.sdk.losses import UNHANDLED, UNSENT
 from bobravoz.sdk.packet import Packet, encode_packet
 
 PROTOCOL = {PROTOCOL_HEADER: PROTOCOL_VERSION}
@@ -628,6 +628,46 @@ async def test_a_handler_that_ignores_the_stop_request_is_cancelled_after_the_gr
             await returned.wait()
             nursery.cancel_scope.cancel()
     assert got == [encode_packet(packet(index, 16)) for index in range(8)]
+
+
+async def test_what_a_handler_cancelled_at_the_end_of_its_grace_never_took_is_counted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A handler past its stop grace is cancelled by the SDK, not done by its own choice:
+    the packets it had received and not yet taken are reported as ``unhandled``."""
+    from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse
+    from bobravoz.sdk.engram import StreamContext
+
+    taken: list[Packet] = []
+
+    async def slow(stream: StreamContext) -> None:
+        async with contextlib.aclosing(stream.packets()) as packets:
+            async for item in packets:
+                taken.append(item)
+                await trio.sleep_forever()  # busy with the first one until cancelled
+
+    stop = trio.Event()
+    with trio.fail_after(30):
+        async with open_grpc_loop(), trio.open_nursery() as nursery:
+            server, streams = await start_connector_server(nursery)
+            settings = EngramSettings(
+                connector=server.endpoint, message_timeout=20.0, stop_grace=0.2
+            )
+            returned = start_engram(nursery, slow, settings, stop)
+            control = await streams[CONTROL_METHOD].receive()
+            await control.send(bytes(ControlResponse(action=ControlAction.CONNECTOR_READY)))
+            data = await streams[DATA_METHOD].receive()
+            await data.send_batch([response(index) for index in range(5)])
+            await wait_until(lambda: len(taken) == 1)
+            await trio.testing.wait_all_tasks_blocked()  # the other four wait in the inbox
+            stop.set()
+            assert await receive_all(data) == []  # the engram half-closes, having sent nothing
+            data.finish()
+            await returned.wait()
+            nursery.cancel_scope.cancel()
+    report = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    (losses,) = [line for line in report if line["event"] == "losses"]
+    assert losses["reasons"] == {UNHANDLED: 4}
 
 
 async def test_an_engram_that_cannot_finish_writing_is_stopped_and_counts_what_it_held(

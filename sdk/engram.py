@@ -716,7 +716,10 @@ class _HandlerStop:
 
     def __init__(self) -> None:
         self.cancelled = False
+        #: Set once the handler's run is over: it returned, or the stop grace cancelled it.
         self.returned = trio.Event()
+        #: The handler returned by itself (not cancelled by anything).
+        self.finished = False
         self._scope: trio.CancelScope | None = None
 
     def scope_for_run(self) -> trio.CancelScope:
@@ -795,6 +798,7 @@ async def serve_engram(
             await session.ready.wait()
             try:
                 await handler(context)
+                handler_stop.finished = True
             finally:
                 context._end_handling()  # noqa: SLF001 - the span of the last packet it took
         session.outbox.close()
@@ -823,13 +827,13 @@ async def serve_engram(
             watchers.cancel_scope.cancel()
     finally:
         context.drop_incomplete_chunk_sets()
-        if handler_stop.cancelled:
-            # The handler was stopped, not done: what it was still to be given is lost. (A
-            # handler that returns by itself leaves the rest by its own choice.)
+        if not handler_stop.finished:
+            # The handler was stopped (its stop grace ran out, a second signal, a failure),
+            # not done: what it was still to be given is lost. A handler that returns by
+            # itself leaves the rest by its own choice.
             session.losses.count(
                 UNHANDLED,
-                "packets received were never handled: the handler was cancelled at the end "
-                "of its stop grace",
+                "packets received were never handled: the handler was stopped first",
                 len(session.received) + session.inbox_receive.statistics().current_buffer_used,
             )
         session.losses.count(

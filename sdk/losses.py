@@ -3,7 +3,7 @@
 The transport counts what it loses (``bobravoz_packets_lost_total``); the first and last hops
 are the SDK's own. Coming in: a packet that does not decode, a chunk the joiner refuses, a
 chunked payload whose chunks stop coming, what was received and still waiting for a handler
-that was cancelled at the end of its stop grace. Going out: what the handler emitted and the SDK
+that was stopped (not returned by itself). Going out: what the handler emitted and the SDK
 never wrote to the connector (the engram was stopped, or gave up reconnecting). Each is logged
 when it happens, counted by reason, and reported once at the end as a ``losses`` line, which
 ``bobravoz up`` adds to the run's loss.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -530,6 +529,25 @@ async def test_a_connection_breaking_while_the_engram_is_stopped_is_not_a_failur
     assert isinstance(lone_exception(caught.value), trio.BrokenResourceError)
 
 
+async def ready_data_stream(
+    streams: dict[str, trio.MemoryReceiveChannel[ServerStream]],
+) -> ServerStream:
+    """As the connector: say ``CONNECTOR_READY`` on the engram's Control stream, then take
+    its Data stream."""
+    from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse
+
+    control = await streams[CONTROL_METHOD].receive()
+    await control.send(bytes(ControlResponse(action=ControlAction.CONNECTOR_READY)))
+    return await streams[DATA_METHOD].receive()
+
+
+def losses_reported(capsys: pytest.CaptureFixture[str]) -> dict[str, int]:
+    """The reasons of the one ``losses`` line the engram printed."""
+    report = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    (losses,) = [line for line in report if line["event"] == "losses"]
+    return dict(losses["reasons"])
+
+
 async def _connector_until_stop(
     streams: dict[str, trio.MemoryReceiveChannel[ServerStream]],
     stop: trio.Event,
@@ -538,11 +556,7 @@ async def _connector_until_stop(
     """Play the connector of a graceful stop: say ready, take the Data stream, set ``stop``
     once ``stop_after`` packets arrived, and end the call when the engram half-closes;
     everything it got, in order."""
-    from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse
-
-    control = await streams[CONTROL_METHOD].receive()
-    await control.send(bytes(ControlResponse(action=ControlAction.CONNECTOR_READY)))
-    data = await streams[DATA_METHOD].receive()
+    data = await ready_data_stream(streams)
     got: list[bytes] = []
     while True:
         try:
@@ -555,21 +569,40 @@ async def _connector_until_stop(
     return got
 
 
-def start_engram(
-    nursery: trio.Nursery, handler: Any, settings: EngramSettings, stop: trio.Event
-) -> trio.Event:
-    """Run ``serve_engram(handler, settings, stop=stop)`` in ``nursery``; the event is set
-    when it returns."""
+@dataclasses.dataclass
+class StoppableEngram:
+    """An engram under test (``serve_engram`` with a ``stop`` event) and its connector side."""
+
+    streams: dict[str, trio.MemoryReceiveChannel[ServerStream]]
+    settings: EngramSettings
+    stop: trio.Event
+    returned: trio.Event
+
+
+@contextlib.asynccontextmanager
+async def stoppable_engram(handler: Any, **settings: Any) -> AsyncIterator[StoppableEngram]:
+    """Serve ``handler`` against an in-process connector server (within 30 s in all);
+    leaving the block waits until ``serve_engram`` has returned."""
     from bobravoz.sdk.engram import serve_engram
 
-    returned = trio.Event()
+    with trio.fail_after(30):
+        async with open_grpc_loop(), trio.open_nursery() as nursery:
+            server, streams = await start_connector_server(nursery)
+            engram = StoppableEngram(
+                streams,
+                EngramSettings(connector=server.endpoint, **settings),
+                trio.Event(),
+                trio.Event(),
+            )
 
-    async def engram() -> None:
-        await serve_engram(handler, settings, stop=stop)
-        returned.set()
+            async def serve() -> None:
+                await serve_engram(handler, engram.settings, stop=engram.stop)
+                engram.returned.set()
 
-    nursery.start_soon(engram)
-    return returned
+            nursery.start_soon(serve)
+            yield engram
+            await engram.returned.wait()
+            nursery.cancel_scope.cancel()
 
 
 async def test_a_stop_request_lets_a_source_end_its_stream_and_loses_nothing(
@@ -579,7 +612,7 @@ async def test_a_stop_request_lets_a_source_end_its_stream_and_loses_nothing(
     its end marker and returns; every packet it emitted, the marker last, reaches the
     connector, and the engram ends by itself (no losses line). Before, a stop cancelled the
     handler and everything at once: no marker, and what was queued was dropped."""
-    from bobravoz.sdk.engram import StreamContext, serve_engram
+    from bobravoz.sdk.engram import StreamContext
 
     emitted: list[Packet] = []
 
@@ -593,14 +626,8 @@ async def test_a_stop_request_lets_a_source_end_its_stream_and_loses_nothing(
         emitted.append(Packet(metadata={"seq": "end"}))
         await stream.emit(emitted[-1])
 
-    stop = trio.Event()
-    with trio.fail_after(30):
-        async with open_grpc_loop(), trio.open_nursery() as nursery:
-            server, streams = await start_connector_server(nursery)
-            settings = EngramSettings(connector=server.endpoint, message_timeout=20.0)
-            nursery.start_soon(functools.partial(serve_engram, source, settings, stop=stop))
-            got = await _connector_until_stop(streams, stop, stop_after=5)
-            nursery.cancel_scope.cancel()
+    async with stoppable_engram(source, message_timeout=20.0) as engram:
+        got = await _connector_until_stop(engram.streams, engram.stop, stop_after=5)
     assert len(emitted) > 5
     assert got == [encode_packet(item) for item in emitted]
     assert "losses" not in capsys.readouterr().out
@@ -616,17 +643,8 @@ async def test_a_handler_that_ignores_the_stop_request_is_cancelled_after_the_gr
             await stream.emit(packet(index, 16))
         await trio.sleep_forever()
 
-    stop = trio.Event()
-    with trio.fail_after(30):
-        async with open_grpc_loop(), trio.open_nursery() as nursery:
-            server, streams = await start_connector_server(nursery)
-            settings = EngramSettings(
-                connector=server.endpoint, message_timeout=20.0, stop_grace=0.2
-            )
-            returned = start_engram(nursery, stubborn, settings, stop)
-            got = await _connector_until_stop(streams, stop, stop_after=8)
-            await returned.wait()
-            nursery.cancel_scope.cancel()
+    async with stoppable_engram(stubborn, message_timeout=20.0, stop_grace=0.2) as engram:
+        got = await _connector_until_stop(engram.streams, engram.stop, stop_after=8)
     assert got == [encode_packet(packet(index, 16)) for index in range(8)]
 
 
@@ -635,7 +653,6 @@ async def test_what_a_handler_cancelled_at_the_end_of_its_grace_never_took_is_co
 ) -> None:
     """A handler past its stop grace is cancelled by the SDK, not done by its own choice:
     the packets it had received and not yet taken are reported as ``unhandled``."""
-    from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse
     from bobravoz.sdk.engram import StreamContext
 
     taken: list[Packet] = []
@@ -646,28 +663,15 @@ async def test_what_a_handler_cancelled_at_the_end_of_its_grace_never_took_is_co
                 taken.append(item)
                 await trio.sleep_forever()  # busy with the first one until cancelled
 
-    stop = trio.Event()
-    with trio.fail_after(30):
-        async with open_grpc_loop(), trio.open_nursery() as nursery:
-            server, streams = await start_connector_server(nursery)
-            settings = EngramSettings(
-                connector=server.endpoint, message_timeout=20.0, stop_grace=0.2
-            )
-            returned = start_engram(nursery, slow, settings, stop)
-            control = await streams[CONTROL_METHOD].receive()
-            await control.send(bytes(ControlResponse(action=ControlAction.CONNECTOR_READY)))
-            data = await streams[DATA_METHOD].receive()
-            await data.send_batch([response(index) for index in range(5)])
-            await wait_until(lambda: len(taken) == 1)
-            await trio.testing.wait_all_tasks_blocked()  # the other four wait in the inbox
-            stop.set()
-            assert await receive_all(data) == []  # the engram half-closes, having sent nothing
-            data.finish()
-            await returned.wait()
-            nursery.cancel_scope.cancel()
-    report = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
-    (losses,) = [line for line in report if line["event"] == "losses"]
-    assert losses["reasons"] == {UNHANDLED: 4}
+    async with stoppable_engram(slow, message_timeout=20.0, stop_grace=0.2) as engram:
+        data = await ready_data_stream(engram.streams)
+        await data.send_batch([response(index) for index in range(5)])
+        await wait_until(lambda: len(taken) == 1)
+        await trio.testing.wait_all_tasks_blocked()  # the other four wait in the inbox
+        engram.stop.set()
+        assert await receive_all(data) == []  # the engram half-closes, having sent nothing
+        data.finish()
+    assert losses_reported(capsys) == {UNHANDLED: 4}
 
 
 async def test_an_engram_that_cannot_finish_writing_is_stopped_and_counts_what_it_held(
@@ -675,7 +679,6 @@ async def test_an_engram_that_cannot_finish_writing_is_stopped_and_counts_what_i
 ) -> None:
     """Past the grace and the message timeout (here the connector never reads), the engram
     stops anyway and reports what it never wrote as ``unsent``."""
-    from bobravoz.protocol.gen.transport.v1 import ControlAction, ControlResponse
     from bobravoz.sdk.engram import StreamContext
 
     emitted = 0
@@ -686,25 +689,13 @@ async def test_an_engram_that_cannot_finish_writing_is_stopped_and_counts_what_i
             await stream.emit(packet(emitted))  # 8 KiB: flow control stalls the writer
             emitted += 1
 
-    stop = trio.Event()
-    with trio.fail_after(30):
-        async with open_grpc_loop(), trio.open_nursery() as nursery:
-            server, streams = await start_connector_server(nursery)
-            settings = EngramSettings(
-                connector=server.endpoint, message_timeout=0.5, stop_grace=0.2
-            )
-            returned = start_engram(nursery, source, settings, stop)
-            control = await streams[CONTROL_METHOD].receive()
-            await control.send(bytes(ControlResponse(action=ControlAction.CONNECTOR_READY)))
-            await streams[DATA_METHOD].receive()  # and never read
-            await wait_until(lambda: emitted > settings.channel_buffer)
-            stop.set()
-            await returned.wait()
-            nursery.cancel_scope.cancel()
-    report = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
-    (losses,) = [line for line in report if line["event"] == "losses"]
-    assert set(losses["reasons"]) == {UNSENT}
-    assert 0 < losses["reasons"][UNSENT] <= emitted
+    async with stoppable_engram(source, message_timeout=0.5, stop_grace=0.2) as engram:
+        await ready_data_stream(engram.streams)  # and never read
+        await wait_until(lambda: emitted > engram.settings.channel_buffer)
+        engram.stop.set()
+    reasons = losses_reported(capsys)
+    assert set(reasons) == {UNSENT}
+    assert 0 < reasons[UNSENT] <= emitted
 
 
 # --------------------------------------------------------------------------------------------

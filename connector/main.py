@@ -205,13 +205,11 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     metrics = TransportMetrics(registry, component="connector")
     outcome: list[str | None] = []
 
-    stopping: list[TwoStageStop] = []
+    signals = TwoStageStop()
 
     async def run() -> None:
         async with open_grpc_loop(), trio.open_nursery() as nursery:
-            signals = TwoStageStop(nursery.cancel_scope)
-            stopping.append(signals)
-            await nursery.start(signals.watch)
+            await nursery.start(signals.watch, nursery.cancel_scope)
 
             async def serve(task_status: trio.TaskStatus[dict[str, str]]) -> None:
                 outcome.append(
@@ -239,4 +237,4 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     if outcome and outcome[0] is not None:
         print(f"bobravoz connector: {outcome[0]}", file=sys.stderr)
         return 3
-    return 130 if any(signals.forced for signals in stopping) else 0
+    return signals.exit_status

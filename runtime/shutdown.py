@@ -33,16 +33,27 @@ async def cancel_on_signals(
 class TwoStageStop:
     """Stop in two stages: the first SIGTERM or SIGINT asks the process to drain
     (:attr:`requested` is set: stop taking new work, finish and hand on what it holds); a
-    second one cancels :attr:`scope` to stop at once, and :attr:`forced` says so afterwards
-    (the process then exits 130, as for an interrupt)."""
+    second one cancels the scope :meth:`watch` was given, to stop at once, and :attr:`forced`
+    says so afterwards (the process then exits 130, as for an interrupt). Made before
+    ``trio.run`` and read after it: :attr:`exit_status`."""
 
-    def __init__(self, scope: trio.CancelScope) -> None:
-        self.scope = scope
+    def __init__(self) -> None:
         self.requested = trio.Event()
         self.forced = False
 
-    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Receive the signals until the second one (run it in the nursery ``scope`` covers)."""
+    @property
+    def exit_status(self) -> int:
+        """130 when a second signal stopped the process at once, else 0."""
+        return 130 if self.forced else 0
+
+    async def watch(
+        self,
+        scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Receive the signals until the second one, which cancels ``scope`` (run it in a
+        nursery ``scope`` covers)."""
         with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
             task_status.started()
             async for received in signals:
@@ -53,5 +64,5 @@ class TwoStageStop:
                     continue
                 log.warning("received %s again: stopping at once, without draining", name)
                 self.forced = True
-                self.scope.cancel()
+                scope.cancel()
                 return

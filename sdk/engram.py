@@ -864,13 +864,11 @@ def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> in
         print(f"engram: {error}", file=sys.stderr)
         return 2
 
-    stopping: list[TwoStageStop] = []
+    signals = TwoStageStop()
 
     async def main() -> None:
         async with open_grpc_loop(), trio.open_nursery() as nursery:
-            signals = TwoStageStop(nursery.cancel_scope)
-            stopping.append(signals)
-            await nursery.start(signals.watch)
+            await nursery.start(signals.watch, nursery.cancel_scope)
             await serve_engram(handler, settings, tracing=tracing, stop=signals.requested)
             nursery.cancel_scope.cancel()
 
@@ -883,4 +881,4 @@ def run_engram(handler: Handler, environ: Mapping[str, str] | None = None) -> in
         return 1
     finally:
         tracing.shutdown()  # spans still queued are exported before the process exits
-    return 130 if any(signals.forced for signals in stopping) else 0
+    return signals.exit_status

@@ -538,11 +538,11 @@ async def _run_story(
     with tempfile.TemporaryDirectory(prefix="bobravoz-") as scratch, trio.CancelScope() as run:
         # The first Ctrl-C (or SIGTERM) ends the streaming as --duration does: the sources are
         # asked to stop and the rest finish behind them. A second one stops everything at once.
-        signals = TwoStageStop(run)
-        streaming = trio.CancelScope(deadline=trio.current_time() + options.duration)
+        signals = TwoStageStop()
+        streaming = trio.CancelScope()  # its deadline is set when the engrams stream
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(signals.watch)
+                await nursery.start(signals.watch, run)
                 nursery.start_soon(_cancel_when_set, signals.requested, streaming)
                 cli = [sys.executable, "-m", "bobravoz.sdk.cli"]
                 hub_env, connector_env = _tls_env(Path(scratch), namespace, options.tls)

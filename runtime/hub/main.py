@@ -187,13 +187,11 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
     registry = CollectorRegistry()
     metrics = TransportMetrics(registry, component="hub")
 
-    stopping: list[TwoStageStop] = []
+    signals = TwoStageStop()
 
     async def main() -> None:
         async with open_grpc_loop(), trio.open_nursery() as nursery:
-            signals = TwoStageStop(nursery.cancel_scope)
-            stopping.append(signals)
-            await nursery.start(signals.watch)
+            await nursery.start(signals.watch, nursery.cancel_scope)
             stop = signals.requested
 
             async def serve_then_stop(
@@ -231,4 +229,4 @@ def run_hub(options: HubOptions, environ: Mapping[str, str]) -> int:
         return 130
     finally:
         tracing.shutdown()  # spans still queued are exported before the process exits
-    return 130 if any(signals.forced for signals in stopping) else 0
+    return signals.exit_status
